@@ -1,0 +1,3 @@
+"""lm-gateway: a small, fast, self-hosted LLM routing gateway."""
+
+__version__ = "0.1.0"

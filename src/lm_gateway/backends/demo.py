@@ -1,0 +1,101 @@
+"""The built-in ``demo`` backend: answers locally, without any network or model.
+
+It exists so that a fresh install works end to end (curl, SDKs, dashboard) before any real backend is
+configured. Answers are deterministic, so tests and docs can show them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from lm_gateway.backends.base import Backend, ChatStream, Completion, ProbeResult
+from lm_gateway.config.schema import TierConfig
+
+GREETING = "Hello from lm-gateway's built-in demo backend."
+
+
+def demo_answer(body: dict[str, Any]) -> str:
+    last = _last_user_text(body.get("messages"))
+    if not last:
+        return GREETING + " Configure a real backend to get real answers."
+    quoted = last if len(last) <= 200 else last[:200] + "..."
+    return f"{GREETING} You said: {quoted}"
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content.strip()
+            if isinstance(content, list):
+                texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+                return " ".join(t for t in texts if isinstance(t, str)).strip()
+    return ""
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+class DemoBackend(Backend):
+    async def chat(self, body: dict[str, Any], tier: TierConfig) -> Completion:
+        text = demo_answer(body)
+        prompt, completion = _count_words(_last_user_text(body.get("messages"))), _count_words(text)
+        payload = {
+            "id": f"chatcmpl-demo-{time.time_ns():x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": tier.model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        }
+        return Completion(orjson.dumps(payload), prompt, completion)
+
+    async def chat_stream(self, body: dict[str, Any], tier: TierConfig) -> ChatStream:
+        return _DemoStream(body, tier.model)
+
+    async def probe(self, timeout_s: float) -> ProbeResult:
+        return ProbeResult(ok=True, models=["demo"])
+
+
+class _DemoStream(ChatStream):
+    def __init__(self, body: dict[str, Any], model: str) -> None:
+        self._text = demo_answer(body)
+        self._model = model
+        options = body.get("stream_options")
+        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.prompt_tokens = _count_words(_last_user_text(body.get("messages")))
+        self.completion_tokens = _count_words(self._text)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        head = {"id": f"chatcmpl-demo-{time.time_ns():x}", "object": "chat.completion.chunk"}
+        head |= {"created": int(time.time()), "model": self._model}
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n"
+
+        def delta(content: str, finish: str | None = None) -> list[dict[str, Any]]:
+            piece: dict[str, Any] = {"content": content} if content or finish is None else {}
+            return [{"index": 0, "delta": piece, "finish_reason": finish}]
+
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        for position, word in enumerate(self._text.split(" ")):
+            yield event(delta(word if position == 0 else " " + word))
+        yield event(delta("", "stop"))
+        if self._include_usage:
+            prompt, completion = self.prompt_tokens or 0, self.completion_tokens or 0
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"

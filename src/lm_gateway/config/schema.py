@@ -1,0 +1,209 @@
+"""Typed, immutable config objects.
+
+Every key of the lm-gateway-rs format has a field here, so an existing ``config.toml`` loads as-is;
+keys the gateway does not act on yet are still parsed, type-checked and kept. Field defaults are the
+documented defaults. The loader (``loader.py``) turns a merged TOML tree into these objects and the
+validator (``validate.py``) checks cross-references; nothing else builds them from raw dicts.
+
+Secret *values* never live here: a backend holds the secret's source (env var name or file path) and
+the resolved value sits in a :class:`Secret`, whose ``repr`` and ``str`` never show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Provider(StrEnum):
+    OPENAI = "openai"
+    OPENROUTER = "openrouter"
+    OLLAMA = "ollama"
+    ANTHROPIC = "anthropic"
+    DEMO = "demo"
+
+
+class Mode(StrEnum):
+    DISPATCH = "dispatch"
+    ESCALATE = "escalate"
+    CLASSIFY = "classify"
+    REPLY = "reply"
+
+
+class Secret:
+    """A resolved secret value that cannot leak through ``repr``, ``str``, f-strings or logging."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where a secret comes from: ``{source = "env", var = "X"}`` or ``{source = "file", path = "..."}``."""
+
+    source: str = "env"
+    var: str | None = None
+    path: str | None = None
+
+    def describe(self) -> str:
+        """Human text naming the source, never the value (used in ``check`` output and errors)."""
+        return f"env ${self.var}" if self.source == "env" else f"file {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    client_port: int = 8080
+    admin_port: int = 8081
+    client_host: str = "0.0.0.0"
+    admin_host: str = "0.0.0.0"
+    traffic_log_capacity: int = 500
+    log_level: str | None = None
+    rate_limit_rpm: int | None = None
+    admin_token_env: str | None = None
+    public_profile: str | None = None
+    max_retries: int | None = None
+    retry_delay_ms: int | None = None
+    health_window: int | None = None
+    health_error_threshold: float | None = None
+    request_timeout_ms: int | None = 120_000
+    traffic_log_debug: bool = False
+    profile_dir: str | None = None
+    # lm-gateway (Python) additions
+    max_body_bytes: int = 16 * 1024 * 1024
+    drain_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    base_url: str
+    provider: Provider = Provider.OPENAI
+    api_key_env: str | None = None
+    api_key_secret: SecretSource | None = None
+    timeout_ms: int = 30_000
+    default_options: dict[str, Any] | None = None
+    # lm-gateway (Python) additions
+    connect_timeout_ms: int = 5_000
+    max_connections: int = 256
+
+    @property
+    def key_source(self) -> SecretSource | None:
+        """``api_key_secret`` wins over the ``api_key_env`` shorthand, as in lm-gateway-rs."""
+        if self.api_key_secret is not None:
+            return self.api_key_secret
+        if self.api_key_env:
+            return SecretSource(source="env", var=self.api_key_env)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TierConfig:
+    name: str
+    backend: str
+    model: str
+    think: bool | None = None
+    max_context_tokens: int | None = None
+    input_cost_per_mtok: float | None = None
+    output_cost_per_mtok: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    route_to: str
+    when: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileConfig:
+    name: str
+    mode: Mode = Mode.DISPATCH
+    classifier: str = ""
+    max_auto_tier: str = ""
+    expert_requires_flag: bool = False
+    rate_limit_rpm: int | None = None
+    classifier_prompt: str | None = None
+    classifier_think: bool | None = None
+    classifier_timeout_ms: int = 10_000
+    system_prompt: str | None = None
+    rules: tuple[RuleConfig, ...] = ()
+    class_prompts: dict[str, str] = field(default_factory=dict)
+    classifier_context: int | None = None
+    reply_message: str | None = None
+    thinking_messages: dict[str, list[str]] = field(default_factory=dict)
+    # lm-gateway (Python) addition: route unknown model names to the `classifier` tier (the
+    # lm-gateway-rs behaviour) instead of answering 404.
+    unknown_model_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    key_env: str
+    profile: str
+    # lm-gateway (Python) addition: the name shown in logs and traffic (defaults to key_env).
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key_env
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated config. Built once per load; a reload builds a new one and swaps it."""
+
+    gateway: GatewayConfig
+    backends: dict[str, BackendConfig]
+    tiers: tuple[TierConfig, ...]
+    aliases: dict[str, str]
+    profiles: dict[str, ProfileConfig]
+    clients: tuple[ClientConfig, ...]
+    # Where it came from ("embedded default" or a path) and the non-fatal findings of the load.
+    source: str = "embedded default"
+    warnings: tuple[str, ...] = ()
+    # Resolved secrets, by backend name (only backends whose key resolved), by client index and for
+    # the admin token. Kept out of every view; ``Secret`` hides the value from repr/str.
+    backend_keys: dict[str, Secret] = field(default_factory=dict)
+    client_keys: tuple[tuple[ClientConfig, Secret], ...] = ()
+    admin_token: Secret | None = None
+    missing_secrets: tuple[str, ...] = ()
+
+    def tier(self, name: str) -> TierConfig | None:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        return None
+
+    def tier_index(self, name: str) -> int | None:
+        for index, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return index
+        return None
+
+    def resolve_tier(self, name: str) -> TierConfig | None:
+        """A tier by alias or by name. The alias is checked first (so it shadows a same-named
+        tier), and only one level deep: validation guarantees every alias names a tier."""
+        return self.tier(self.aliases.get(name, name))
+
+    def profile_or_default(self, name: str | None) -> ProfileConfig | None:
+        """The named profile, else the one named ``default``, else None (lm-gateway-rs lookup)."""
+        if name is not None and name in self.profiles:
+            return self.profiles[name]
+        return self.profiles.get("default")

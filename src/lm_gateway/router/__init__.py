@@ -1,0 +1,6 @@
+"""Routing: which profile, which tier, which backend; the modes build on dispatch."""
+
+from lm_gateway.router.dispatch import RouteDecision, RoutingError, inject_system_prompt, route
+from lm_gateway.router.table import RoutingTable, build_table
+
+__all__ = ["RouteDecision", "RoutingError", "RoutingTable", "build_table", "inject_system_prompt", "route"]

@@ -1,0 +1,143 @@
+"""Dispatch routing: pick the profile, resolve the model name to a tier, apply the profile's gates
+and prompt. Works on the internal (OpenAI-shaped) request dict; never sees wire bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lm_gateway.config.schema import Mode, ProfileConfig, Provider, TierConfig
+from lm_gateway.router.table import RoutingTable
+
+DEFAULT_HINT = "hint:fast"
+DEFAULT_REPLY = "This request cannot be processed. No backend is configured for this profile."
+MAX_LISTED_NAMES = 30
+
+
+class RoutingError(Exception):
+    """A request that cannot be routed, with the status and OpenAI error fields to answer with."""
+
+    def __init__(self, status: int, message: str, *, code: str, type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type_
+
+
+@dataclass(slots=True)
+class RouteDecision:
+    profile: ProfileConfig
+    requested_model: str
+    mode: str
+    tier: TierConfig | None = None
+    reply_text: str | None = None
+
+
+def route(
+    table: RoutingTable,
+    body: dict[str, Any],
+    *,
+    bound_profile: str | None,
+    expert: bool,
+) -> RouteDecision:
+    """Decide where ``body`` goes and rewrite it for that tier (``model``, system prompt, ``think``).
+
+    ``bound_profile`` is the profile of the client's key (or the public profile); a bound client may
+    not switch to another profile by naming it as the model.
+    """
+    model = body.get("model")
+    if model is None:
+        model = DEFAULT_HINT
+    elif not isinstance(model, str) or not model:
+        raise RoutingError(400, "'model' must be a non-empty string", code="invalid_model")
+
+    profile = table.profile(bound_profile)
+    named = table.profiles.get(model)
+    if named is not None:
+        if bound_profile is not None and named.name != bound_profile:
+            raise RoutingError(
+                403,
+                f"your client key is bound to profile '{bound_profile}' and may not use profile '{model}'",
+                code="profile_not_allowed",
+                type_="permission_error",
+            )
+        profile = named
+
+    if profile.mode is Mode.REPLY:
+        return RouteDecision(profile, model, "reply", reply_text=profile.reply_message or DEFAULT_REPLY)
+
+    tier = _resolve_tier(table, profile, model, named is not None)
+    _check_expert_gate(table, profile, tier, expert)
+    body["model"] = tier.model
+    if profile.system_prompt:
+        inject_system_prompt(body, profile.system_prompt)
+    if tier.think is not None and "think" not in body and _backend_understands_think(table, tier):
+        body["think"] = tier.think
+    return RouteDecision(profile, model, "dispatch", tier=tier)
+
+
+def _resolve_tier(table: RoutingTable, profile: ProfileConfig, model: str, profile_as_model: bool) -> TierConfig:
+    if profile_as_model:
+        tier = table.tiers.get(profile.classifier) or table.tiers.get(profile.max_auto_tier)
+        if tier is None and table.config.tiers:
+            tier = table.config.tiers[0]
+        if tier is None:
+            raise RoutingError(404, f"profile '{model}' has no tier to route to", code="model_not_found")
+        return tier
+    tier = table.aliases.get(model) or table.tiers.get(model)
+    if tier is not None:
+        return tier
+    if profile.unknown_model_fallback:
+        fallback = table.tiers.get(profile.classifier)
+        if fallback is not None:
+            return fallback
+    names = table.model_names
+    listed = ", ".join(names[:MAX_LISTED_NAMES]) + (", ..." if len(names) > MAX_LISTED_NAMES else "")
+    raise RoutingError(
+        404,
+        f"model '{model[:200]}' is not known to this gateway; use a tier, alias or profile name ({listed})",
+        code="model_not_found",
+    )
+
+
+def _check_expert_gate(table: RoutingTable, profile: ProfileConfig, tier: TierConfig, expert: bool) -> None:
+    """Tiers above the profile's ceiling need ``X-LMG-Expert: true`` when the profile says so."""
+    if expert or not profile.expert_requires_flag or not profile.max_auto_tier:
+        return
+    ceiling = table.tier_index.get(profile.max_auto_tier)
+    position = table.tier_index.get(tier.name)
+    if ceiling is not None and position is not None and position > ceiling:
+        raise RoutingError(
+            403,
+            f"tier '{tier.name}' is above this profile's ceiling '{profile.max_auto_tier}'; "
+            "send the header 'X-LMG-Expert: true' to use it",
+            code="expert_flag_required",
+            type_="permission_error",
+        )
+
+
+def _backend_understands_think(table: RoutingTable, tier: TierConfig) -> bool:
+    """Only Ollama takes a top-level ``think``; OpenAI-style APIs reject unknown fields."""
+    backend = table.config.backends.get(tier.backend)
+    return backend is not None and backend.provider is Provider.OLLAMA
+
+
+def inject_system_prompt(body: dict[str, Any], prompt: str) -> None:
+    """Put the profile's prompt first, keeping an existing system message whole (string or parts)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") == "system":
+        content = first.get("content")
+        if isinstance(content, list):
+            merged: Any = [{"type": "text", "text": prompt}, *content]
+        elif isinstance(content, str) and content:
+            merged = f"{prompt}\n\n{content}"
+        else:
+            merged = prompt
+        messages[0] = {**first, "content": merged}
+    else:
+        messages.insert(0, {"role": "system", "content": prompt})
