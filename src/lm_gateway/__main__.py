@@ -1,18 +1,22 @@
-"""Command line: ``lm-gateway [serve] [--config PATH]``, ``lm-gateway check``, ``lm-gateway --healthcheck``."""
+"""Command line: ``lm-gateway [serve] [--config PATH]``, ``lm-gateway check``, ``--healthcheck``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lm_gateway import __version__
+
+if TYPE_CHECKING:
+    from lm_gateway.config.schema import Config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,11 +31,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lm-gateway", description="A small, fast LLM routing gateway.")
     parser.add_argument("--version", action="version", version=f"lm-gateway {__version__}")
-    parser.add_argument("--healthcheck", action="store_true",
-                        help="GET /healthz on 127.0.0.1:$LMG_CLIENT_PORT (default 8080); exit 0 when healthy")
+    parser.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="GET /healthz on 127.0.0.1:$LMG_CLIENT_PORT (default 8080); exit 0 when healthy",
+    )
     parser.add_argument("--config", help="config file (else $LMG_CONFIG, else /etc/lm-gateway/config.toml)")
     sub = parser.add_subparsers(dest="command")
-    for name, text in (("serve", "run the gateway (the default)"), ("check", "validate the config and show it")):
+    for name, text in (
+        ("serve", "run the gateway (the default)"),
+        ("check", "validate the config and show it"),
+    ):
         command = sub.add_parser(name, help=text)
         command.add_argument("--config", dest="config", default=argparse.SUPPRESS, help="config file")
     args = parser.parse_args(argv)
@@ -46,31 +56,21 @@ def _healthcheck() -> int:
 
     port = os.environ.get("LMG_CLIENT_PORT", "8080")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:
             return 0 if 200 <= resp.status < 300 else 1
     except OSError:
         return 1
 
 
-def _load(cli_path: str | None) -> tuple[object, Path | None]:
-    from lm_gateway.config import find_config_path, load_config
-
-    path = find_config_path(cli_path, os.environ)
-    return load_config(path), path
-
-
 def _check(cli_path: str | None) -> int:
-    from lm_gateway.config import ConfigError
+    from lm_gateway.config import ConfigError, find_config_path, load_config
+    from lm_gateway.router import build_table
 
     try:
-        config, path = _load(cli_path)
+        config = load_config(find_config_path(cli_path, os.environ))
     except ConfigError as err:
         print(f"config is invalid:\n{err}", file=sys.stderr)
         return 1
-    from lm_gateway.config.schema import Config
-    from lm_gateway.router import build_table
-
-    assert isinstance(config, Config)
     table = build_table(config)
     print(f"config: {config.source}")
     print("tiers (cheapest first):")
@@ -91,7 +91,9 @@ def _check(cli_path: str | None) -> int:
     print("backends:")
     for name, backend in config.backends.items():
         source = backend.key_source
-        key = "no key" if source is None else ("key present" if name in config.backend_keys else "KEY MISSING")
+        key = (
+            "no key" if source is None else ("key present" if name in config.backend_keys else "KEY MISSING")
+        )
         where = f" ({source.describe()})" if source is not None else ""
         print(f"  {name:<24} provider={backend.provider} url={backend.base_url} {key}{where}")
     for warning in (*config.warnings, *table.warnings):
@@ -116,6 +118,11 @@ def _serve(cli_path: str | None) -> int:
         return 2
     if config.gateway.log_level and not env_level:
         logging.getLogger().setLevel(config.gateway.log_level.upper())
+    try:
+        config = _with_port_overrides(config, os.environ)
+    except ValueError as err:
+        log.error("cannot start: %s", err)
+        return 2
 
     from lm_gateway.server import Gateway
 
@@ -136,6 +143,21 @@ def _serve(cli_path: str | None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _with_port_overrides(config: Config, env: Mapping[str, str]) -> Config:
+    """``LMG_CLIENT_PORT`` / ``LMG_ADMIN_PORT`` win over the config (containers map ports this way,
+    and ``--healthcheck`` reads the same variable)."""
+    changes: dict[str, Any] = {}
+    for var, key in (("LMG_CLIENT_PORT", "client_port"), ("LMG_ADMIN_PORT", "admin_port")):
+        raw = env.get(var)
+        if raw:
+            if not raw.isdigit() or int(raw) > 65535:
+                raise ValueError(f"{var} must be a port number, got {raw!r}")
+            changes[key] = int(raw)
+    if not changes:
+        return config
+    return dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, **changes))
 
 
 def _install_uvloop() -> None:

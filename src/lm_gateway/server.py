@@ -56,20 +56,30 @@ class Gateway:
         state = self.state
         gateway = state.config.gateway
         log.info("config loaded from %s", state.config.source)
-        log.info("client API on http://%s:%d, admin API on http://%s:%d",
-                 gateway.client_host, self.client_port, gateway.admin_host, self.admin_port)
+        log.info(
+            "client API on http://%s:%d, admin API on http://%s:%d",
+            gateway.client_host,
+            self.client_port,
+            gateway.admin_host,
+            self.admin_port,
+        )
         for warning in (*state.config.warnings, *state.table.warnings):
             log.warning("%s", warning)
         for missing in state.config.missing_secrets:
             log.warning("missing secret: %s", missing)
         if state.clients_locked:
-            log.error("[[clients]] are configured but none of their keys is set: the client API refuses every request")
+            log.error(
+                "[[clients]] are configured but none of their keys is set: "
+                "the client API refuses every request"
+            )
         if state.admin_locked:
             log.error("gateway.admin_token_env names an unset variable: the admin API refuses every request")
         elif state.admin_token is None and gateway.admin_host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("the admin API listens on %s without a token: anyone who can reach it can read the "
-                        "config and traffic; set gateway.admin_token_env or admin_host = \"127.0.0.1\"",
-                        gateway.admin_host)
+            log.warning(
+                "the admin API listens on %s without a token: anyone who can reach it can read the "
+                'config and traffic; set gateway.admin_token_env or admin_host = "127.0.0.1"',
+                gateway.admin_host,
+            )
 
     async def reload(self) -> list[str]:
         """Load the config again; on success swap it in, on failure keep the old one and say why."""
@@ -84,8 +94,10 @@ class Gateway:
         self.state = state
         self.traffic.resize(config.gateway.traffic_log_capacity)
         old = self._servers[0] if self._servers else None
-        if old is not None and (config.gateway.client_port not in (0, self.client_port)
-                                or config.gateway.admin_port not in (0, self.admin_port)):
+        if old is not None and (
+            config.gateway.client_port not in (0, self.client_port)
+            or config.gateway.admin_port not in (0, self.admin_port)
+        ):
             log.warning("ports changed in the config; they take effect at the next restart")
         for backend in retired:
             self._retire(backend)

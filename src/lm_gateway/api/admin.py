@@ -72,7 +72,9 @@ class AdminAPI:
     async def traffic(self, request: Request) -> Response:
         raw = query_params(request.query).get("limit", "100")
         if not raw.isdigit():
-            return error_response(400, f"'limit' must be a non-negative integer, got '{raw[:40]}'", code="invalid_limit")
+            return error_response(
+                400, f"'limit' must be a non-negative integer, got '{raw[:40]}'", code="invalid_limit"
+            )
         limit = min(int(raw), MAX_TRAFFIC_LIMIT)
         log = self.gateway.traffic
         payload = {"stats": log.stats(), "entries": [entry.to_json() for entry in log.recent(limit)]}
@@ -118,4 +120,6 @@ class AdminAPI:
             }
             return json_response(422, payload)
         config = self.gateway.state.config
-        return json_response(200, {"status": "reloaded", "source": config.source, "warnings": list(config.warnings)})
+        return json_response(
+            200, {"status": "reloaded", "source": config.source, "warnings": list(config.warnings)}
+        )

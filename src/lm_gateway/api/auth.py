@@ -40,7 +40,9 @@ def authenticate_client(state: GatewayState, request: Request) -> Identity | Res
     if "authorization" in request.duplicate_headers:
         return _client_401("several Authorization headers were sent; send exactly one")
     if state.clients_locked:
-        return _client_401("client keys are configured but none is set on the gateway; all requests are refused")
+        return _client_401(
+            "client keys are configured but none is set on the gateway; all requests are refused"
+        )
     token = bearer_token(request, allow_x_api_key=True)
     matched = None
     if token is not None:
@@ -61,19 +63,36 @@ def authenticate_client(state: GatewayState, request: Request) -> Identity | Res
 def check_admin(state: GatewayState, request: Request) -> Response | None:
     """None when the admin request may proceed, else the 401 to answer with."""
     if state.admin_locked:
-        return error_response(401, "the admin token variable is configured but empty; the admin API is locked",
-                              type_="authentication_error", code="admin_locked", headers=ADMIN_REALM)
+        return error_response(
+            401,
+            "the admin token variable is configured but empty; the admin API is locked",
+            type_="authentication_error",
+            code="admin_locked",
+            headers=ADMIN_REALM,
+        )
     if state.admin_token is None:
         return None
     token = bearer_token(request)
     if token is None or "authorization" in request.duplicate_headers:
-        return error_response(401, "the admin API requires 'Authorization: Bearer <token>'",
-                              type_="authentication_error", code="admin_token_required", headers=ADMIN_REALM)
+        return error_response(
+            401,
+            "the admin API requires 'Authorization: Bearer <token>'",
+            type_="authentication_error",
+            code="admin_token_required",
+            headers=ADMIN_REALM,
+        )
     if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), state.admin_token):
-        return error_response(401, "the admin token is not valid", type_="authentication_error",
-                              code="invalid_admin_token", headers=ADMIN_REALM)
+        return error_response(
+            401,
+            "the admin token is not valid",
+            type_="authentication_error",
+            code="invalid_admin_token",
+            headers=ADMIN_REALM,
+        )
     return None
 
 
 def _client_401(message: str) -> Response:
-    return error_response(401, message, type_="authentication_error", code="invalid_api_key", headers=CLIENT_REALM)
+    return error_response(
+        401, message, type_="authentication_error", code="invalid_api_key", headers=CLIENT_REALM
+    )

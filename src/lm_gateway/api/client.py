@@ -25,14 +25,20 @@ if TYPE_CHECKING:
 
 perf = time.perf_counter
 JSON = "application/json"
-SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+SSE_HEADERS = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
 HEALTHZ = b'{"status":"ok"}'
 
 
 class ClientAPI:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._routes: dict[tuple[str, str], Callable[[Request, str], Awaitable[Response | StreamResponse]]] = {
+        self._routes: dict[
+            tuple[str, str], Callable[[Request, str], Awaitable[Response | StreamResponse]]
+        ] = {
             ("POST", "/v1/chat/completions"): self.chat_completions,
             ("GET", "/v1/models"): self.models,
         }
@@ -47,7 +53,9 @@ class ClientAPI:
         if handler is None:
             known = any(p == path for _, p in self._routes)
             response = (
-                error_response(405, f"method {request.method} not allowed on {path}", code="method_not_allowed")
+                error_response(
+                    405, f"method {request.method} not allowed on {path}", code="method_not_allowed"
+                )
                 if known
                 else error_response(404, f"no such endpoint: {request.method} {path[:200]}", code="not_found")
             )
@@ -154,7 +162,9 @@ class ClientAPI:
             entry.prompt_tokens = stream.prompt_tokens
             entry.completion_tokens = stream.completion_tokens
             entry.status = 200 if completed else 499
-            entry.error = stream.error or (None if completed else "client disconnected before the stream ended")
+            entry.error = stream.error or (
+                None if completed else "client disconnected before the stream ended"
+            )
             self.gateway.traffic.record(entry)
 
         return StreamResponse(200, timing.watch(stream), headers, on_close=finished)
@@ -167,15 +177,25 @@ class ClientAPI:
         headers = [("x-request-id", rid), ("x-lmg-tier", "reply"), ("x-lmg-profile", decision.profile.name)]
         if entry.stream:
             chunk = {
-                "id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": "reply",
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "id": f"chatcmpl-{rid}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": "reply",
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
             }
             body = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
             headers.extend(SSE_HEADERS)
         else:
             payload = {
-                "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": created, "model": "reply",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "id": f"chatcmpl-{rid}",
+                "object": "chat.completion",
+                "created": created,
+                "model": "reply",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             }
             body = orjson.dumps(payload)
@@ -196,7 +216,9 @@ class ClientAPI:
         self.gateway.traffic.record(entry)
         return response
 
-    def _entry(self, rid: str, request: Request, who: Identity | None, body: dict[str, Any] | None) -> TrafficEntry:
+    def _entry(
+        self, rid: str, request: Request, who: Identity | None, body: dict[str, Any] | None
+    ) -> TrafficEntry:
         model = body.get("model") if body is not None else None
         return TrafficEntry(
             id=rid,
@@ -260,9 +282,11 @@ def _with_id(response: Response, rid: str) -> Response:
 
 
 def _header_safe(value: str) -> str:
-    return value if value.isascii() and "\r" not in value and "\n" not in value else value.encode(
-        "ascii", "replace"
-    ).decode().replace("\r", " ").replace("\n", " ")
+    return (
+        value
+        if value.isascii() and "\r" not in value and "\n" not in value
+        else value.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+    )
 
 
 def _error_message(body: bytes) -> str | None:

@@ -42,14 +42,21 @@ def parse_json_object(request: Request) -> dict[str, Any]:
     """
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
-        raise BadRequest(error_response(415, f"expected a JSON body, got content-type '{ctype[:80]}'",
-                                        code="unsupported_media_type"))
+        raise BadRequest(
+            error_response(
+                415, f"expected a JSON body, got content-type '{ctype[:80]}'", code="unsupported_media_type"
+            )
+        )
     if not request.body:
-        raise BadRequest(error_response(400, "request body is empty; expected a JSON object", code="invalid_json"))
+        raise BadRequest(
+            error_response(400, "request body is empty; expected a JSON object", code="invalid_json")
+        )
     try:
         payload = orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(error_response(400, f"request body is not valid JSON: {exc.msg}", code="invalid_json")) from exc
+        raise BadRequest(
+            error_response(400, f"request body is not valid JSON: {exc.msg}", code="invalid_json")
+        ) from exc
     if not isinstance(payload, dict):
         raise BadRequest(error_response(400, "request body must be a JSON object", code="invalid_json"))
     return payload
@@ -62,9 +69,11 @@ def check_chat_body(body: dict[str, Any]) -> None:
         raise BadRequest(error_response(400, "'messages' must be a non-empty array", code="invalid_messages"))
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(error_response(
-                400, f"messages[{index}] must be an object with a string 'role'", code="invalid_messages"
-            ))
+            raise BadRequest(
+                error_response(
+                    400, f"messages[{index}] must be an object with a string 'role'", code="invalid_messages"
+                )
+            )
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest(error_response(400, "'stream' must be a boolean", code="invalid_stream"))

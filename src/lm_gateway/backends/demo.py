@@ -35,7 +35,9 @@ def _last_user_text(messages: Any) -> str:
             if isinstance(content, str):
                 return content.strip()
             if isinstance(content, list):
-                texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+                texts = [
+                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+                ]
                 return " ".join(t for t in texts if isinstance(t, str)).strip()
     return ""
 
@@ -56,7 +58,11 @@ class DemoBackend(Backend):
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             ],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }
         return Completion(orjson.dumps(payload), prompt, completion)
 
@@ -80,7 +86,7 @@ class _DemoStream(ChatStream):
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        head = {"id": f"chatcmpl-demo-{time.time_ns():x}", "object": "chat.completion.chunk"}
+        head: dict[str, Any] = {"id": f"chatcmpl-demo-{time.time_ns():x}", "object": "chat.completion.chunk"}
         head |= {"created": int(time.time()), "model": self._model}
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -96,6 +102,10 @@ class _DemoStream(ChatStream):
         yield event(delta("", "stop"))
         if self._include_usage:
             prompt, completion = self.prompt_tokens or 0, self.completion_tokens or 0
-            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"

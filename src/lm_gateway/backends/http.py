@@ -55,10 +55,14 @@ class HttpBackend(Backend):
         try:
             async with (
                 asyncio.timeout(self.timeout_s),
-                self.session.post(self.url(path), data=payload, headers=headers, allow_redirects=False) as resp,
+                self.session.post(
+                    self.url(path), data=payload, headers=headers, allow_redirects=False
+                ) as resp,
             ):
                 if resp.status >= 300:
-                    raise self.status_error(resp.status, await _read_bounded(resp, MAX_ERROR_BODY), resp.headers)
+                    raise self.status_error(
+                        resp.status, await _read_bounded(resp, MAX_ERROR_BODY), resp.headers
+                    )
                 raw = await _read_bounded(resp, MAX_RESPONSE_BODY)
         except BackendError:
             raise
@@ -75,7 +79,9 @@ class HttpBackend(Backend):
         """Start a streamed POST; errors before the first body byte are raised as HTTP errors."""
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s, sock_read=self.timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout_s, sock_read=self.timeout_s
+        )
         try:
             resp = await self.session.post(
                 self.url(path), data=payload, headers=headers, allow_redirects=False, timeout=timeout
@@ -139,9 +145,13 @@ class HttpBackend(Backend):
         text = f"{where}: {detail}" if detail else where
         retry_after = headers.get("Retry-After") if headers is not None else None
         if status in (401, 403):
-            return BackendError(502, f"{where}: the gateway's credential for it was refused", code="backend_auth")
+            return BackendError(
+                502, f"{where}: the gateway's credential for it was refused", code="backend_auth"
+            )
         if status == 429:
-            return BackendError(429, text, code="backend_rate_limited", retryable=True, retry_after=retry_after)
+            return BackendError(
+                429, text, code="backend_rate_limited", retryable=True, retry_after=retry_after
+            )
         if status in (408, 504):
             return BackendError(504, text, code="backend_timeout", retryable=True)
         if status >= 500:
@@ -291,4 +301,3 @@ def usage_from(payload: Any) -> tuple[int | None, int | None]:
         if isinstance(usage, dict):
             return _int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))
     return None, None
-

@@ -216,12 +216,17 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except _Rejected as rejected:
-            self._reject(rejected.response)
         except httptools.HttpParserUpgrade:
-            self._reject(error_response(400, "protocol upgrades are not supported"))
-        except httptools.HttpParserError:
-            self._reject(error_response(400, "malformed HTTP request"))
+            self._reject(
+                error_response(400, "protocol upgrades are not supported", code="upgrade_not_supported")
+            )
+        except httptools.HttpParserError as exc:
+            # httptools wraps exceptions raised in callbacks; ours carry the response to send.
+            cause = exc.__context__ if not isinstance(exc, _Rejected) else exc
+            if isinstance(cause, _Rejected):
+                self._reject(cause.response)
+            else:
+                self._reject(error_response(400, "malformed HTTP request", code="malformed_request"))
 
     # -- parser callbacks -------------------------------------------------------------------------
 
@@ -350,7 +355,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             if transport is None or self._closing:
                 return False
-            transport.write(self._head(response.status, response.headers, keep_alive, b"transfer-encoding: chunked\r\n"))
+            transport.write(
+                self._head(response.status, response.headers, keep_alive, b"transfer-encoding: chunked\r\n")
+            )
             async for chunk in response.chunks:
                 if not chunk:
                     continue
@@ -375,7 +382,7 @@ class HttpProtocol(asyncio.Protocol):
             if closer is not None:
                 try:
                     await closer()
-                except Exception:  # noqa: BLE001 - a failing generator close must not hide the real outcome
+                except Exception:
                     log.debug("stream close failed", exc_info=True)
             if response.on_close is not None:
                 response.on_close(completed)
@@ -451,14 +458,14 @@ class HttpServer:
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests and streams finish (up to ``timeout``), then close."""
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting, let in-flight requests and streams finish (up to ``grace_s``), then close."""
         self.draining = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.close_if_idle()
-        deadline = self.loop.time() + timeout
+        deadline = self.loop.time() + grace_s
         while self.in_flight and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
             for conn in list(self.connections):

@@ -78,7 +78,9 @@ def route(
     return RouteDecision(profile, model, "dispatch", tier=tier)
 
 
-def _resolve_tier(table: RoutingTable, profile: ProfileConfig, model: str, profile_as_model: bool) -> TierConfig:
+def _resolve_tier(
+    table: RoutingTable, profile: ProfileConfig, model: str, profile_as_model: bool
+) -> TierConfig:
     if profile_as_model:
         tier = table.tiers.get(profile.classifier) or table.tiers.get(profile.max_auto_tier)
         if tier is None and table.config.tiers:
