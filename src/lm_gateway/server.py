@@ -74,12 +74,6 @@ class Gateway:
             )
         if state.admin_locked:
             log.error("gateway.admin_token_env names an unset variable: the admin API refuses every request")
-        elif state.admin_token is None and gateway.admin_host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning(
-                "the admin API listens on %s without a token: anyone who can reach it can read the "
-                'config and traffic; set gateway.admin_token_env or admin_host = "127.0.0.1"',
-                gateway.admin_host,
-            )
 
     async def reload(self) -> list[str]:
         """Load the config again; on success swap it in, on failure keep the old one and say why."""
