@@ -224,7 +224,7 @@ class ClientAPI:
             id=rid,
             started=time.time(),
             client=who.name if who is not None else request.peer,
-            profile=who.profile if who is not None else None,
+            profile=self.gateway.state.table.profile(who.profile).name if who is not None else None,
             requested_model=model[:200] if isinstance(model, str) else None,
             endpoint=request.path,
             stream=bool(body.get("stream")) if body is not None else False,
