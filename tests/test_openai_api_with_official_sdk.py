@@ -209,3 +209,25 @@ def test_expert_gate_requires_the_header_above_the_ceiling(
     )
     assert ok.choices[0].message.content
     assert fake.last_request.model == "economy-model"
+
+
+def test_reply_profile_answers_its_fixed_message_without_a_backend(
+    start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    body = (
+        openai_backend_config(fake.url)
+        + '\n[profiles.closed]\nmode = "reply"\nreply_message = "We are closed."\n'
+    )
+    gw = start_gateway(body)
+    client = sdk(gw)
+    raw = client.chat.completions.with_raw_response.create(
+        model="closed", messages=[{"role": "user", "content": "q"}]
+    )
+    assert raw.parse().choices[0].message.content == "We are closed."
+    assert raw.headers["x-lmg-tier"] == "reply"
+    stream = client.chat.completions.create(
+        model="closed", messages=[{"role": "user", "content": "q"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "We are closed."
+    assert fake.requests_to("/v1/chat/completions") == []
+    assert [e["mode"] for e in gw.traffic()] == ["reply", "reply"]

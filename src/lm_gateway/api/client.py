@@ -1,8 +1,8 @@
-"""Client-facing OpenAI-compatible API (the client port).
+"""The client port: endpoint table, authentication, and the chat flow every protocol shares.
 
-The hot path of a chat request: parse the body once, route (rewrites ``model``), hand the dict to the
-backend, send back the backend's bytes, record one traffic entry. Routing decisions live in the router,
-wire formats in the backends; this module only deals with HTTP: statuses, headers, error shapes.
+Each client protocol (``api/openai.py``, and the Anthropic and Ollama ones) parses its own request
+into the internal OpenAI shape and encodes the result back; everything in between — who is calling,
+routing, calling the backend, timing, the traffic entry — is :meth:`ClientAPI.run_chat`, written once.
 """
 
 from __future__ import annotations
@@ -11,149 +11,144 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from lm_gateway.api.auth import Identity, authenticate_client
-from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object, request_id
+from lm_gateway.api.common import request_id
 from lm_gateway.backends import BackendError, ChatStream
-from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
-from lm_gateway.router import RouteDecision, RoutingError, route
+from lm_gateway.http.server import Request, Response, StreamResponse, error_response
+from lm_gateway.router import RoutingError, Served, serve
 from lm_gateway.traffic import TrafficEntry
 
 if TYPE_CHECKING:
     from lm_gateway.server import Gateway
 
 perf = time.perf_counter
-JSON = "application/json"
-SSE_HEADERS = [
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),
-]
 HEALTHZ = b'{"status":"ok"}'
+Endpoint = Callable[[Request, str], Awaitable[Response | StreamResponse]]
+
+
+class ChatFailed(Exception):
+    """A chat request that ended in an error; carries what the protocol needs to shape its answer."""
+
+    def __init__(
+        self, status: int, message: str, code: str, type_: str, retry_after: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type_
+        self.retry_after = retry_after
 
 
 class ClientAPI:
     def __init__(self, gateway: Gateway) -> None:
+        from lm_gateway.api.openai import OpenAIEndpoints
+
         self.gateway = gateway
-        self._routes: dict[
-            tuple[str, str], Callable[[Request, str], Awaitable[Response | StreamResponse]]
-        ] = {
-            ("POST", "/v1/chat/completions"): self.chat_completions,
-            ("GET", "/v1/models"): self.models,
-        }
+        self.routes: dict[tuple[str, str], Endpoint] = {}
+        OpenAIEndpoints(self).register(self.routes)
+        self._paths = {path for _, path in self.routes}
 
     async def handle(self, request: Request) -> Response | StreamResponse:
         path = request.path
         if path == "/healthz" and request.method in ("GET", "HEAD"):
             # Never behind auth or limits: container health checks must work whatever the keys.
-            return Response(200, HEALTHZ, [("content-type", JSON)])
+            return Response(200, HEALTHZ, [("content-type", "application/json")])
         rid = request_id(request)
-        handler = self._routes.get((request.method, path))
-        if handler is None:
-            known = any(p == path for _, p in self._routes)
-            response = (
-                error_response(
-                    405, f"method {request.method} not allowed on {path}", code="method_not_allowed"
-                )
-                if known
-                else error_response(404, f"no such endpoint: {request.method} {path[:200]}", code="not_found")
+        handler = self.routes.get((request.method, path))
+        if handler is not None:
+            return await handler(request, rid)
+        if path in self._paths:
+            response = error_response(
+                405, f"method {request.method} not allowed on {path}", code="method_not_allowed"
             )
-            response.headers.append(("x-request-id", rid))
-            return response
-        return await handler(request, rid)
+        else:
+            response = error_response(
+                404, f"no such endpoint: {request.method} {path[:200]}", code="not_found"
+            )
+        response.headers.append(("x-request-id", rid))
+        return response
 
-    async def models(self, request: Request, rid: str) -> Response:
-        state = self.gateway.state
-        who = authenticate_client(state, request)
-        if isinstance(who, Response):
-            return _with_id(who, rid)
-        created = int(self.gateway.started_at)
-        config = state.config
-        data: list[dict[str, Any]] = []
-        for tier in config.tiers:
-            data.append({"id": tier.name, "object": "model", "created": created, "owned_by": tier.backend})
-        for alias, target in config.aliases.items():
-            entry = {"id": alias, "object": "model", "created": created, "owned_by": "alias"}
-            entry["lm_gateway"] = {"resolves_to": target}
-            data.append(entry)
-        for name, profile in config.profiles.items():
-            if who.profile is not None and name != who.profile:
-                continue
-            entry = {"id": name, "object": "model", "created": created, "owned_by": "profile"}
-            entry["lm_gateway"] = {"mode": str(profile.mode)}
-            data.append(entry)
-        return json_response(200, {"object": "list", "data": data}, [("x-request-id", rid)])
+    # -- the shared chat flow ----------------------------------------------------------------------
 
-    async def chat_completions(self, request: Request, rid: str) -> Response | StreamResponse:
-        started = perf()
+    def identify(self, request: Request) -> Identity | Response:
+        return authenticate_client(self.gateway.state, request)
+
+    def new_entry(
+        self, rid: str, request: Request, who: Identity | None, model: Any, stream: bool
+    ) -> TrafficEntry:
+        profile = self.gateway.state.table.profile(who.profile).name if who is not None else None
+        return TrafficEntry(
+            id=rid,
+            started=time.time(),
+            client=who.name if who is not None else request.peer,
+            profile=profile,
+            requested_model=model[:200] if isinstance(model, str) else None,
+            endpoint=request.path,
+            stream=stream,
+        )
+
+    async def run_chat(
+        self, request: Request, who: Identity, body: dict[str, Any], entry: TrafficEntry, started: float
+    ) -> Served:
+        """Route and call the backend for an internal (OpenAI-shaped) request; :class:`ChatFailed` on error.
+
+        A non-streamed answer is recorded here; a stream is recorded by :meth:`watch_stream` when it ends.
+        """
         state = self.gateway.state
-        who = authenticate_client(state, request)
-        if isinstance(who, Response):
-            return self._fail(_with_id(who, rid), rid, request, None, started, None)
+        expert = request.headers.get("x-lmg-expert", "").strip().lower() == "true"
         try:
-            body = parse_json_object(request)
-            check_chat_body(body)
-        except BadRequest as bad:
-            return self._fail(_with_id(bad.response, rid), rid, request, who, started, None)
-        entry = self._entry(rid, request, who, body)
-        headers = request.headers
-        expert = headers.get("x-lmg-expert", "").strip().lower() == "true"
-        try:
-            decision = route(state.table, body, bound_profile=who.profile, expert=expert)
+            served = await serve(
+                state.table,
+                state.backends,
+                body,
+                bound_profile=who.profile,
+                expert=expert,
+                stream=entry.stream,
+                trace=entry,
+            )
         except RoutingError as err:
-            response = error_response(err.status, err.message, type_=err.type, code=err.code)
-            return self._fail(_with_id(response, rid), rid, request, who, started, entry)
-        entry.profile = decision.profile.name
-        entry.mode = decision.mode
-        if decision.tier is None:
-            return self._reply(decision, entry, rid, started)
-        tier = decision.tier
-        backend = state.backends[tier.backend]
-        entry.tier, entry.backend, entry.model = tier.name, backend.name, tier.model
-        out_headers = [
-            ("x-request-id", rid),
-            ("x-lmg-tier", tier.name),
-            ("x-lmg-model", _header_safe(tier.model)),
-            ("x-lmg-profile", decision.profile.name),
-        ]
-        if entry.stream:
-            return await self._stream(backend.chat_stream(body, tier), entry, out_headers, started)
-        upstream_started = perf()
-        try:
-            completion = await backend.chat(body, tier)
+            raise self.fail(entry, started, ChatFailed(err.status, err.message, err.code, err.type)) from err
         except BackendError as err:
-            return self._backend_failed(err, entry, rid, started)
-        upstream_ms = (perf() - upstream_started) * 1000
-        total_ms = (perf() - started) * 1000
-        overhead = total_ms - upstream_ms
-        out_headers.append(("x-lmg-overhead-ms", f"{overhead:.3f}"))
-        out_headers.append(("content-type", JSON))
-        entry.status = 200
-        entry.latency_ms = total_ms
-        entry.overhead_ms = overhead
-        entry.prompt_tokens = completion.prompt_tokens
-        entry.completion_tokens = completion.completion_tokens
-        self.gateway.traffic.record(entry)
-        return Response(200, completion.body, out_headers)
+            failure = ChatFailed(err.status, err.message, err.code, err.type, err.retry_after)
+            raise self.fail(entry, started, failure) from err
+        entry.overhead_ms = (perf() - started - served.upstream_s) * 1000
+        if served.completion is not None:
+            entry.status = 200
+            entry.latency_ms = (perf() - started) * 1000
+            entry.prompt_tokens = served.completion.prompt_tokens
+            entry.completion_tokens = served.completion.completion_tokens
+            self.gateway.traffic.record(entry)
+        return served
 
-    async def _stream(
+    def fail(self, entry: TrafficEntry, started: float, failure: ChatFailed) -> ChatFailed:
+        """Record a failed request and hand the failure back for the protocol to shape."""
+        entry.status, entry.error = failure.status, failure.message
+        entry.latency_ms = (perf() - started) * 1000
+        self.gateway.traffic.record(entry)
+        return failure
+
+    def record_refusal(
+        self, request: Request, rid: str, response: Response, started: float, who: Identity | None = None
+    ) -> Response:
+        """Record a request refused before routing (auth, malformed body) and return its response."""
+        response.headers.append(("x-request-id", rid))
+        entry = self.new_entry(rid, request, who, None, False)
+        entry.status = response.status
+        entry.error = _error_message(response.body)
+        entry.latency_ms = (perf() - started) * 1000
+        self.gateway.traffic.record(entry)
+        return response
+
+    def watch_stream(
         self,
-        opening: Awaitable[ChatStream],
         entry: TrafficEntry,
-        headers: list[tuple[str, str]],
+        stream: ChatStream,
+        chunks: AsyncIterator[bytes],
         started: float,
-    ) -> Response | StreamResponse:
-        upstream_started = perf()
-        try:
-            stream = await opening
-        except BackendError as err:
-            return self._backend_failed(err, entry, headers[0][1], started)
-        # Until the upstream's headers arrive the time is the upstream's; before that it is ours.
-        overhead_ms = (upstream_started - started) * 1000
-        headers.extend(SSE_HEADERS)
-        headers.append(("x-lmg-overhead-ms", f"{overhead_ms:.3f}"))
-        entry.overhead_ms = overhead_ms
+    ) -> tuple[AsyncIterator[bytes], Callable[[bool], None]]:
+        """Time the first chunk of ``chunks`` (the client-format bytes of ``stream``) and record the
+        traffic entry when the response ends, however it ends."""
         timing = _StreamTiming(started)
 
         def finished(completed: bool) -> None:
@@ -167,90 +162,30 @@ class ClientAPI:
             )
             self.gateway.traffic.record(entry)
 
-        return StreamResponse(200, timing.watch(stream), headers, on_close=finished)
+        return timing.watch(chunks), finished
 
-    def _reply(self, decision: RouteDecision, entry: TrafficEntry, rid: str, started: float) -> Response:
-        """Reply mode: a fixed answer, no backend. Streamed requests get it as a one-chunk stream."""
-        text = decision.reply_text or ""
-        entry.tier, entry.backend, entry.status = "reply", None, 200
-        created = int(time.time())
-        headers = [("x-request-id", rid), ("x-lmg-tier", "reply"), ("x-lmg-profile", decision.profile.name)]
-        if entry.stream:
-            chunk = {
-                "id": f"chatcmpl-{rid}",
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": "reply",
-                "choices": [
-                    {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                ],
-            }
-            body = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
-            headers.extend(SSE_HEADERS)
-        else:
-            payload = {
-                "id": f"chatcmpl-{rid}",
-                "object": "chat.completion",
-                "created": created,
-                "model": "reply",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            }
-            body = orjson.dumps(payload)
-            headers.append(("content-type", JSON))
-        entry.latency_ms = (perf() - started) * 1000
-        self.gateway.traffic.record(entry)
-        return Response(200, body, headers)
 
-    def _backend_failed(self, err: BackendError, entry: TrafficEntry, rid: str, started: float) -> Response:
-        extra = [("x-request-id", rid)]
-        if entry.tier is not None:
-            extra.append(("x-lmg-tier", entry.tier))
-        if err.retry_after and err.retry_after.isdigit():
-            extra.append(("retry-after", err.retry_after))
-        response = error_response(err.status, err.message, type_=err.type, code=err.code, headers=extra)
-        entry.status, entry.error = err.status, err.message
-        entry.latency_ms = (perf() - started) * 1000
-        self.gateway.traffic.record(entry)
-        return response
+def routing_headers(rid: str, entry: TrafficEntry) -> list[tuple[str, str]]:
+    headers = [("x-request-id", rid)]
+    if entry.tier is not None:
+        headers.append(("x-lmg-tier", entry.tier))
+    if entry.model is not None:
+        headers.append(("x-lmg-model", header_safe(entry.model)))
+    if entry.profile is not None:
+        headers.append(("x-lmg-profile", entry.profile))
+    if entry.overhead_ms is not None:
+        headers.append(("x-lmg-overhead-ms", f"{entry.overhead_ms:.3f}"))
+    return headers
 
-    def _entry(
-        self, rid: str, request: Request, who: Identity | None, body: dict[str, Any] | None
-    ) -> TrafficEntry:
-        model = body.get("model") if body is not None else None
-        return TrafficEntry(
-            id=rid,
-            started=time.time(),
-            client=who.name if who is not None else request.peer,
-            profile=self.gateway.state.table.profile(who.profile).name if who is not None else None,
-            requested_model=model[:200] if isinstance(model, str) else None,
-            endpoint=request.path,
-            stream=bool(body.get("stream")) if body is not None else False,
-        )
 
-    def _fail(
-        self,
-        response: Response,
-        rid: str,
-        request: Request,
-        who: Identity | None,
-        started: float,
-        entry: TrafficEntry | None,
-    ) -> Response:
-        """Record a request refused before it reached a backend (auth, bad body, routing)."""
-        if entry is None:
-            entry = self._entry(rid, request, who, None)
-        entry.status = response.status
-        entry.error = _error_message(response.body)
-        entry.latency_ms = (perf() - started) * 1000
-        self.gateway.traffic.record(entry)
-        return response
+def header_safe(value: str) -> str:
+    if value.isascii() and "\r" not in value and "\n" not in value:
+        return value
+    return value.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
 
 
 class _StreamTiming:
-    """Notes when the first chunk of a stream went out, without re-wrapping every chunk afterwards."""
+    """Notes when the first chunk of a stream went out."""
 
     __slots__ = ("first_chunk_ms", "started")
 
@@ -258,8 +193,7 @@ class _StreamTiming:
         self.started = started
         self.first_chunk_ms: float | None = None
 
-    async def watch(self, stream: ChatStream) -> AsyncIterator[bytes]:
-        chunks = aiter(stream)
+    async def watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
             try:
                 first = await anext(chunks)
@@ -276,20 +210,9 @@ class _StreamTiming:
                 await closer()
 
 
-def _with_id(response: Response, rid: str) -> Response:
-    response.headers.append(("x-request-id", rid))
-    return response
-
-
-def _header_safe(value: str) -> str:
-    return (
-        value
-        if value.isascii() and "\r" not in value and "\n" not in value
-        else value.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
-    )
-
-
 def _error_message(body: bytes) -> str | None:
+    import orjson
+
     try:
         return str(orjson.loads(body)["error"]["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):

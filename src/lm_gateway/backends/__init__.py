@@ -9,9 +9,9 @@ from lm_gateway.config.schema import BackendConfig, Provider, Secret
 def build_backend(config: BackendConfig, key: Secret | None) -> Backend:
     """The adapter for a backend's provider (imports stay lazy so a demo-only gateway starts fast)."""
     if config.provider is Provider.DEMO:
-        from lm_gateway.backends.demo import DemoBackend
+        from lm_gateway.backends.demo import demo_backend
 
-        return DemoBackend(config, key)
+        return demo_backend(config)
     if config.provider is Provider.OLLAMA:
         from lm_gateway.backends.openai import OllamaCompatBackend
 

@@ -1,19 +1,20 @@
-"""The built-in ``demo`` backend: answers locally, without any network or model.
+"""Backends that answer locally, without any network or model.
 
-It exists so that a fresh install works end to end (curl, SDKs, dashboard) before any real backend is
-configured. Answers are deterministic, so tests and docs can show them.
+``demo`` exists so that a fresh install works end to end (curl, SDKs, dashboard) before any real
+backend is configured; ``reply``-mode profiles use the same machinery to return their fixed message.
+Answers are deterministic, so tests and docs can show them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
 from lm_gateway.backends.base import Backend, ChatStream, Completion, ProbeResult
-from lm_gateway.config.schema import TierConfig
+from lm_gateway.config.schema import BackendConfig, Provider, TierConfig
 
 GREETING = "Hello from lm-gateway's built-in demo backend."
 
@@ -46,12 +47,18 @@ def _count_words(text: str) -> int:
     return len(text.split())
 
 
-class DemoBackend(Backend):
+class LocalAnswerBackend(Backend):
+    """Answers with ``answer(body)`` as a chat completion or a word-by-word stream."""
+
+    def __init__(self, config: BackendConfig, answer: Callable[[dict[str, Any]], str]) -> None:
+        super().__init__(config, None)
+        self._answer = answer
+
     async def chat(self, body: dict[str, Any], tier: TierConfig) -> Completion:
-        text = demo_answer(body)
+        text = self._answer(body)
         prompt, completion = _count_words(_last_user_text(body.get("messages"))), _count_words(text)
         payload = {
-            "id": f"chatcmpl-demo-{time.time_ns():x}",
+            "id": f"chatcmpl-local-{time.time_ns():x}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": tier.model,
@@ -67,26 +74,36 @@ class DemoBackend(Backend):
         return Completion(orjson.dumps(payload), prompt, completion)
 
     async def chat_stream(self, body: dict[str, Any], tier: TierConfig) -> ChatStream:
-        return _DemoStream(body, tier.model)
+        return _WordStream(body, self._answer(body), tier.model)
 
     async def probe(self, timeout_s: float) -> ProbeResult:
-        return ProbeResult(ok=True, models=["demo"])
+        return ProbeResult(ok=True, models=["demo"] if self.config.provider is Provider.DEMO else [])
 
 
-class _DemoStream(ChatStream):
-    def __init__(self, body: dict[str, Any], model: str) -> None:
-        self._text = demo_answer(body)
+def demo_backend(config: BackendConfig) -> LocalAnswerBackend:
+    return LocalAnswerBackend(config, demo_answer)
+
+
+def reply_backend(text: str) -> LocalAnswerBackend:
+    """The pseudo-backend behind a ``reply``-mode profile: always the profile's fixed message."""
+    config = BackendConfig(name="reply", base_url="http://reply.invalid", provider=Provider.DEMO)
+    return LocalAnswerBackend(config, lambda _body: text)
+
+
+class _WordStream(ChatStream):
+    def __init__(self, body: dict[str, Any], text: str, model: str) -> None:
+        self._text = text
         self._model = model
         options = body.get("stream_options")
         self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
         self.prompt_tokens = _count_words(_last_user_text(body.get("messages")))
-        self.completion_tokens = _count_words(self._text)
+        self.completion_tokens = _count_words(text)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        head: dict[str, Any] = {"id": f"chatcmpl-demo-{time.time_ns():x}", "object": "chat.completion.chunk"}
+        head: dict[str, Any] = {"id": f"chatcmpl-local-{time.time_ns():x}", "object": "chat.completion.chunk"}
         head |= {"created": int(time.time()), "model": self._model}
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:

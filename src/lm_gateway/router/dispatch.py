@@ -26,13 +26,16 @@ class RoutingError(Exception):
         self.type = type_
 
 
+# The pseudo-tier of reply-mode profiles: answered by a local backend with the profile's message.
+REPLY_TIER = TierConfig(name="reply", backend="reply", model="reply")
+
+
 @dataclass(slots=True)
 class RouteDecision:
     profile: ProfileConfig
     requested_model: str
     mode: str
-    tier: TierConfig | None = None
-    reply_text: str | None = None
+    tier: TierConfig
 
 
 def route(
@@ -66,7 +69,7 @@ def route(
         profile = named
 
     if profile.mode is Mode.REPLY:
-        return RouteDecision(profile, model, "reply", reply_text=profile.reply_message or DEFAULT_REPLY)
+        return RouteDecision(profile, model, "reply", tier=REPLY_TIER)
 
     tier = _resolve_tier(table, profile, model, named is not None)
     _check_expert_gate(table, profile, tier, expert)

@@ -1,0 +1,88 @@
+"""OpenAI-compatible client endpoints: ``/v1/chat/completions`` and ``/v1/models``.
+
+Same protocol as the internal one, so a chat answer is the backend's bytes, sent as they came.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from lm_gateway.api.client import ChatFailed, Endpoint, routing_headers
+from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object
+from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
+
+if TYPE_CHECKING:
+    from lm_gateway.api.client import ClientAPI
+
+perf = time.perf_counter
+JSON_HEADER = ("content-type", "application/json")
+SSE_HEADERS = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
+
+
+class OpenAIEndpoints:
+    def __init__(self, api: ClientAPI) -> None:
+        self.api = api
+
+    def register(self, routes: dict[tuple[str, str], Endpoint]) -> None:
+        routes[("POST", "/v1/chat/completions")] = self.chat_completions
+        routes[("GET", "/v1/models")] = self.models
+
+    async def chat_completions(self, request: Request, rid: str) -> Response | StreamResponse:
+        started = perf()
+        api = self.api
+        who = api.identify(request)
+        if isinstance(who, Response):
+            return api.record_refusal(request, rid, who, started)
+        try:
+            body = parse_json_object(request)
+            check_chat_body(body)
+        except BadRequest as bad:
+            return api.record_refusal(request, rid, bad.response, started, who)
+        entry = api.new_entry(rid, request, who, body.get("model"), body.get("stream") is True)
+        try:
+            served = await api.run_chat(request, who, body, entry, started)
+        except ChatFailed as failure:
+            return openai_error(failure, routing_headers(rid, entry))
+        headers = routing_headers(rid, entry)
+        if served.stream is not None:
+            chunks, finished = api.watch_stream(entry, served.stream, aiter(served.stream), started)
+            return StreamResponse(200, chunks, headers + SSE_HEADERS, on_close=finished)
+        assert served.completion is not None
+        headers.append(JSON_HEADER)
+        return Response(200, served.completion.body, headers)
+
+    async def models(self, request: Request, rid: str) -> Response:
+        who = self.api.identify(request)
+        if isinstance(who, Response):
+            who.headers.append(("x-request-id", rid))
+            return who
+        gateway = self.api.gateway
+        config = gateway.state.config
+        created = int(gateway.started_at)
+        data: list[dict[str, Any]] = []
+        for tier in config.tiers:
+            data.append({"id": tier.name, "object": "model", "created": created, "owned_by": tier.backend})
+        for alias, target in config.aliases.items():
+            item = {"id": alias, "object": "model", "created": created, "owned_by": "alias"}
+            item["lm_gateway"] = {"resolves_to": target}
+            data.append(item)
+        for name, profile in config.profiles.items():
+            if who.profile is not None and name != who.profile:
+                continue
+            item = {"id": name, "object": "model", "created": created, "owned_by": "profile"}
+            item["lm_gateway"] = {"mode": str(profile.mode)}
+            data.append(item)
+        return json_response(200, {"object": "list", "data": data}, [("x-request-id", rid)])
+
+
+def openai_error(failure: ChatFailed, headers: list[tuple[str, str]]) -> Response:
+    if failure.retry_after and failure.retry_after.isdigit():
+        headers.append(("retry-after", failure.retry_after))
+    return error_response(
+        failure.status, failure.message, type_=failure.type, code=failure.code, headers=headers
+    )
