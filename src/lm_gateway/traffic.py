@@ -35,6 +35,13 @@ class TrafficEntry:
     overhead_ms: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Routing detail (filled by the router's modes): the classifier's label, whether the request
+    # stepped up the ladder, the cost of every upstream call it made, and the explainable route
+    # (the content of X-LMG-Route: mode, label, each tier tried and why it was left).
+    class_label: str | None = None
+    escalated: bool = False
+    cost_usd: float | None = None
+    route: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
