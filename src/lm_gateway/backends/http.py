@@ -17,6 +17,7 @@ import orjson
 from lm_gateway.backends.base import Backend, BackendError, ChatStream, ProbeResult, sse_error_event
 from lm_gateway.config.schema import BackendConfig, Secret
 from lm_gateway.http.client import close_session, new_session
+from lm_gateway.http.deadline import deadline
 
 if TYPE_CHECKING:
     import aiohttp
@@ -37,7 +38,9 @@ class HttpBackend(Backend):
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = new_session(self.config.max_connections, self.connect_timeout_s)
+            self._session = new_session(
+                self.config.max_connections, self.connect_timeout_s, self.config.base_url
+            )
         return self._session
 
     async def close(self) -> None:
@@ -53,17 +56,14 @@ class HttpBackend(Backend):
         import aiohttp
 
         try:
-            async with (
-                asyncio.timeout(self.timeout_s),
-                self.session.post(
+            with deadline(self.timeout_s):
+                async with self.session.post(
                     self.url(path), data=payload, headers=headers, allow_redirects=False
-                ) as resp,
-            ):
-                if resp.status >= 300:
-                    raise self.status_error(
-                        resp.status, await _read_bounded(resp, MAX_ERROR_BODY), resp.headers
-                    )
-                raw = await _read_bounded(resp, MAX_RESPONSE_BODY)
+                ) as resp:
+                    if resp.status >= 300:
+                        body = await _read_bounded(resp, MAX_ERROR_BODY)
+                        raise self.status_error(resp.status, body, resp.headers)
+                    raw = await _read_bounded(resp, MAX_RESPONSE_BODY)
         except BackendError:
             raise
         except TimeoutError as exc:
