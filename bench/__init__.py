@@ -1,0 +1,1 @@
+"""Benchmark harness for lm-gateway: ``python -m bench`` (see ``bench/README.md``)."""

@@ -1,0 +1,269 @@
+"""Turn raw results into derived figures, the issue's target checks and a readable table.
+
+Why "added" figures and ratios instead of absolute latencies: absolute numbers move by up to ~30 %
+between runs on this kind of machine (see ``reference/python-stacks.md``); a target minus direct in
+the same run, or lm-gateway over the bare proxy in the same run, is what stays comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.scenarios import Scenario
+
+Results = dict[str, Any]
+BASE = "direct"  # the baseline of "added" figures
+REF = "bare"  # the reference of ratios
+MAIN = "gateway"  # what the targets are about
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def scenario_result(results: Results, target: str, scenario: str) -> dict[str, Any] | None:
+    r = _get(results, "targets", target, "scenarios", scenario)
+    return r if isinstance(r, dict) and "rps" in r else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def derive(results: Results, scenarios: Iterable[Scenario]) -> dict[str, Any]:
+    """Added latency/TTFC (target minus direct) and req/s ratios (target over bare), per target."""
+    out: dict[str, Any] = {}
+    for name in results["targets"]:
+        if name == BASE:
+            continue
+        added: dict[str, Any] = {}
+        ratio: dict[str, Any] = {}
+        for sc in scenarios:
+            mine = scenario_result(results, name, sc.name)
+            if mine is None:
+                continue
+            base = scenario_result(results, BASE, sc.name)
+            if sc.baseline and base is not None:
+                key = "ttfc_ms" if sc.stream else "latency_ms"
+                added[sc.name] = {
+                    "metric": key,
+                    "p50": _diff(_get(mine, key, "p50"), _get(base, key, "p50")),
+                    "p99": _diff(_get(mine, key, "p99"), _get(base, key, "p99")),
+                }
+            ref = scenario_result(results, REF, sc.name)
+            if name != REF and "rps" in sc.show and ref is not None and ref["rps"] > 0:
+                ratio[sc.name] = round(mine["rps"] / ref["rps"], 3)
+        out[name] = {"added_ms": added, "ratio_to_bare": ratio}
+    return out
+
+
+# -- the issue's targets ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    label: str
+    limit: float
+    at_least: bool  # True: value >= limit passes; False: value <= limit passes
+    unit: str
+    digits: int
+    stretch: bool
+    value: Callable[[Results, str], float | None]
+
+    def verdict(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value >= self.limit if self.at_least else value <= self.limit
+
+    def threshold(self) -> str:
+        return f"{'≥' if self.at_least else '≤'} {_num(self.limit, self.digits)}{self.unit}"
+
+
+def _rps(sc: str) -> Callable[[Results, str], float | None]:
+    return lambda res, t: _get(scenario_result(res, t, sc), "rps")
+
+
+def _ratio(sc: str) -> Callable[[Results, str], float | None]:
+    def value(res: Results, t: str) -> float | None:
+        mine, ref = _rps(sc)(res, t), _rps(sc)(res, REF)
+        return round(mine / ref, 3) if mine is not None and ref else None
+
+    return value
+
+
+def _added(sc: str, q: str) -> Callable[[Results, str], float | None]:
+    def value(res: Results, t: str) -> float | None:
+        base, mine = scenario_result(res, BASE, sc), scenario_result(res, t, sc)
+        return _diff(_get(mine, "latency_ms", q), _get(base, "latency_ms", q))
+
+    return value
+
+
+def _field(key: str) -> Callable[[Results, str], float | None]:
+    return lambda res, t: _get(res, "targets", t, key)
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("non-stream req/s at c=16", 5000, True, "", 0, False, _rps("c16")),
+    Check("non-stream c=16 vs bare proxy", 0.75, True, "×", 2, False, _ratio("c16")),
+    Check("stream c=16 vs bare proxy", 0.75, True, "×", 2, False, _ratio("stream16")),
+    Check("added p50 at c=1", 0.5, False, " ms", 2, False, _added("c1", "p50")),
+    Check("idle RSS", 60, False, " MB", 0, False, _field("idle_rss_mb")),
+    Check("start to first served", 1000, False, " ms", 0, False, _field("start_ms")),
+    Check("non-stream c=16 vs bare proxy", 1.5, True, "×", 2, True, _ratio("c16")),
+    Check("added p50 at c=1", 0.3, False, " ms", 2, True, _added("c1", "p50")),
+    Check("added p99 at c=1", 0.6, False, " ms", 2, True, _added("c1", "p99")),
+    Check("idle RSS", 40, False, " MB", 0, True, _field("idle_rss_mb")),
+    Check("start to first served", 500, False, " ms", 0, True, _field("start_ms")),
+)
+
+
+def evaluate(results: Results) -> list[dict[str, Any]]:
+    out = []
+    for c in CHECKS:
+        value = c.value(results, MAIN)
+        out.append(
+            {
+                "label": c.label,
+                "stretch": c.stretch,
+                "threshold": c.threshold(),
+                "digits": c.digits,
+                "gateway": value,
+                "bare": c.value(results, REF),
+                "ok": c.verdict(value),
+            }
+        )
+    return out
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+def _num(v: float | None, digits: int = 0, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    if digits == 0 and abs(v) >= 1000:
+        return f"{v:+,.0f}" if sign else f"{v:,.0f}"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _pair(a: float | None, b: float | None, digits: int, sign: bool = False) -> str:
+    if a is None and b is None:
+        return "-"
+    return f"{_num(a, digits, sign)} / {_num(b, digits, sign)}"
+
+
+def table(results: Results, scenarios: Iterable[Scenario]) -> str:
+    """The main table: one row per figure, one column per target."""
+    targets = list(results["targets"])
+    derived = results.get("derived", {})
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, cell: Callable[[str], str]) -> None:
+        rows.append(
+            (label, [cell(t) if _get(results, "targets", t, "available") else "n/a" for t in targets])
+        )
+
+    for sc in scenarios:
+        if any(scenario_result(results, t, sc.name) for t in targets):
+            for label, cell in _scenario_rows(results, derived, sc):
+                row(label, cell)
+
+    row("idle RSS MB", lambda t: _num(_get(results, "targets", t, "idle_rss_mb"), 1))
+    row("loaded RSS MB (peak)", lambda t: _num(_get(results, "targets", t, "loaded_rss_mb"), 1))
+    row("start to first served ms", lambda t: _num(_get(results, "targets", t, "start_ms")))
+    row("errors (all scenarios)", lambda t: str(_get(results, "targets", t, "errors") or 0))
+    row("disturbance (max CPU of others)", lambda t: _disturbance(results, t))
+
+    header = ["", *(_get(results, "targets", t, "title") or t for t in targets)]
+    width0 = max(len(header[0]), *(len(label) for label, _ in rows))
+    widths = [max(len(header[i + 1]), *(len(cells[i]) for _, cells in rows)) for i in range(len(targets))]
+    lines = [
+        "  ".join([header[0].ljust(width0), *(h.rjust(w) for h, w in zip(header[1:], widths, strict=True))])
+    ]
+    lines.append("-" * len(lines[0]))
+    for label, cells in rows:
+        lines.append(
+            "  ".join([label.ljust(width0), *(c.rjust(w) for c, w in zip(cells, widths, strict=True))])
+        )
+    return "\n".join(lines)
+
+
+def _scenario_rows(
+    results: Results, derived: dict[str, Any], sc: Scenario
+) -> list[tuple[str, Callable[[str], str]]]:
+    """The table rows one scenario feeds (see ``Scenario.show``)."""
+
+    def res(t: str) -> dict[str, Any] | None:
+        return scenario_result(results, t, sc.name)
+
+    def rps(t: str) -> str:
+        return _num(_get(res(t), "rps"))
+
+    def latency(t: str) -> str:
+        return _pair(_get(res(t), "latency_ms", "p50"), _get(res(t), "latency_ms", "p99"), 3)
+
+    def ttfc(t: str) -> str:
+        return _pair(_get(res(t), "ttfc_ms", "p50"), _get(res(t), "ttfc_ms", "p99"), 3)
+
+    def added(t: str) -> str:
+        a = _get(derived, t, "added_ms", sc.name)
+        return "-" if not a else _pair(a["p50"], a["p99"], 3, sign=True)
+
+    def cpu(t: str) -> str:
+        share = _get(res(t), "cpu", "target")
+        return "-" if share is None else f"{share:.0%}"
+
+    rows: list[tuple[str, Callable[[str], str]]] = []
+    if "rps" in sc.show:
+        rows.append((f"{sc.title}: req/s", rps))
+    if "latency" in sc.show:
+        rows.append((f"{sc.title}: p50 / p99 ms", latency))
+    if "ttfc" in sc.show:
+        rows.append((f"{sc.title}: TTFC p50 / p99 ms", ttfc))
+    if sc.baseline:
+        rows.append((f"{sc.title}: added {'TTFC' if sc.stream else 'latency'} p50 / p99", added))
+    if "rps" in sc.show:
+        rows.append((f"{sc.title}: target CPU (core)", cpu))
+    return rows
+
+
+def _disturbance(results: Results, target: str) -> str:
+    """The largest share of a core we use that other processes took during any of the target's runs."""
+    values = [
+        r["disturbance"]
+        for r in (_get(results, "targets", target, "scenarios") or {}).values()
+        if "disturbance" in r
+    ]
+    return f"{max(values):.0%}" if values else "-"
+
+
+def summary(results: Results) -> str:
+    """lm-gateway against the bare proxy and against the issue's targets."""
+    lines: list[str] = []
+    gw = _get(results, "targets", MAIN)
+    if gw is None or not gw.get("available"):
+        why = "not run (--only)" if gw is None else f"not available: {gw.get('reason')}"
+        lines.append(f"lm-gateway: {why}.")
+        lines.append("The bare proxy's figures are shown for reference.")
+    else:
+        ratios = _get(results, "derived", MAIN, "ratio_to_bare") or {}
+        if ratios:
+            lines.append(
+                "lm-gateway / bare proxy req/s: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items())
+            )
+    lines.append("")
+    lines.append(f"{'target':<40} {'threshold':>11} {'bare':>9} {'lm-gateway':>11}")
+    for c in results.get("checks", []):
+        mark = {True: "ok", False: "MISSED", None: "-"}[c["ok"]]
+        label = ("stretch: " if c["stretch"] else "") + c["label"]
+        digits = c["digits"] + (1 if c["digits"] == 2 else 0)  # one more digit than the threshold
+        bare, gate = _num(c["bare"], digits), _num(c["gateway"], digits)
+        lines.append(f"{label:<40} {c['threshold']:>11} {bare:>9} {gate:>11}  {mark}")
+    return "\n".join(lines)
