@@ -1,5 +1,5 @@
-"""Provider specifics over real sockets: OpenRouter's attribution headers, Ollama through its
-OpenAI-compatible endpoint (``think`` only sent there), pooled keep-alive connections, request ids."""
+"""Provider specifics over real sockets: OpenRouter's attribution headers, Ollama through its native
+API (``think`` and ``default_options`` only sent there), pooled keep-alive connections, request ids."""
 
 from __future__ import annotations
 
@@ -47,16 +47,16 @@ def test_plain_openai_backends_get_no_attribution_headers_and_no_think(start_gat
         assert "think" not in sent.json
 
 
-def test_ollama_is_served_through_its_openai_endpoint_with_the_tier_think_flag(
-    start_gateway: StartGateway,
-) -> None:
+def test_ollama_is_served_natively_with_think_and_default_options(start_gateway: StartGateway) -> None:
     with OllamaBackend() as fake:
-        gw = start_gateway(one_tier("ollama", fake.url, tier_extra="think = false"))
-        resp = httpx.post(gw.url + "/v1/chat/completions", json=QUESTION)
+        extra = "default_options = { num_ctx = 16384 }"
+        gw = start_gateway(one_tier("ollama", fake.url, extra, tier_extra="think = false"))
+        resp = httpx.post(gw.url + "/v1/chat/completions", json={**QUESTION, "temperature": 0.2})
         assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"]
         sent = fake.last_request
-        assert sent.path == "/v1/chat/completions" and sent.json["think"] is False
+        assert sent.path == "/api/chat" and sent.json["think"] is False
         assert sent.json["model"] == "upstream-model"
+        assert sent.json["options"]["num_ctx"] == 16384 and sent.json["options"]["temperature"] == 0.2
         # A client's own think value is never overridden by the tier default.
         httpx.post(gw.url + "/v1/chat/completions", json={**QUESTION, "think": True})
         assert fake.last_request.json["think"] is True

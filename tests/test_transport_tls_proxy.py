@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_gateway.http.client import proxy_for
+from lm_gateway.http.proxy import proxy_for
 from lm_gateway.http.transport import ConnectError, Pool
 
 from .test_transport_conformance import (

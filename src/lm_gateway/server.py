@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 from lm_gateway.api.admin import AdminAPI
 from lm_gateway.api.client import ClientAPI
+from lm_gateway.api.metrics import track_in_flight
 from lm_gateway.backends import Backend
 from lm_gateway.config import Config, ConfigError
 from lm_gateway.http.server import HttpServer, ServerLimits
+from lm_gateway.router.cost import CostLedger
 from lm_gateway.state import GatewayState, build_state
 from lm_gateway.traffic import TrafficLog
 
@@ -26,6 +28,9 @@ class Gateway:
     def __init__(self, config: Config, loader: Callable[[], Config] | None = None) -> None:
         self.state: GatewayState = build_state(config)[0]
         self.traffic = TrafficLog(config.gateway.traffic_log_capacity)
+        # Cost per tier, profile and client since start (the traffic ring only holds the recent).
+        self.costs = CostLedger()
+        self.traffic.subscribe(self.costs.record)
         self.started_at = time.time()
         self.client_port = config.gateway.client_port
         self.admin_port = config.gateway.admin_port
@@ -44,7 +49,7 @@ class Gateway:
         gateway = self.state.config.gateway
         limits = ServerLimits(max_body_bytes=gateway.max_body_bytes)
         admin_limits = ServerLimits(max_body_bytes=1024 * 1024)
-        client = HttpServer(self._client_api.handle, limits, loop)
+        client = HttpServer(track_in_flight(self._client_api.handle, self.traffic), limits, loop)
         admin = HttpServer(self._admin_api.handle, admin_limits, loop)
         self.client_port = await client.listen(gateway.client_host, gateway.client_port)
         self._servers.append(client)
@@ -116,6 +121,7 @@ class Gateway:
         """Stop accepting, let in-flight requests and streams finish, then close upstream pools."""
         if drain_timeout is None:
             drain_timeout = self.state.config.gateway.drain_timeout_ms / 1000
+        self._admin_api.end_feeds()  # open dashboards must not hold up the drain
         await asyncio.gather(*(server.drain(drain_timeout) for server in self._servers))
         for task in list(self._retire_tasks):
             task.cancel()

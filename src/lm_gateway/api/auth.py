@@ -22,6 +22,8 @@ class Identity:
 
     name: str
     profile: str | None
+    # True when a [[clients]] key matched (its entry's extra profiles and budgets then apply).
+    keyed: bool = False
 
 
 def bearer_token(request: Request, *, allow_x_api_key: bool = False) -> str | None:
@@ -51,7 +53,7 @@ def authenticate_client(state: GatewayState, request: Request) -> Identity | Res
             if hmac.compare_digest(presented, entry.key) and matched is None:
                 matched = entry.client
     if matched is not None:
-        return Identity(matched.display_name, matched.profile)
+        return Identity(matched.display_name, matched.profile, keyed=True)
     public = state.config.gateway.public_profile
     if public:
         return Identity(request.peer, public)

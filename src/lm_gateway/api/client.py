@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.auth import Identity, authenticate_client
 from lm_gateway.api.common import request_id
-from lm_gateway.backends import BackendError, ChatStream
+from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response
-from lm_gateway.router import RoutingError, Served, serve
+from lm_gateway.router import Caller, RouteDecision, RoutingError, Served, default_call, serve
+from lm_gateway.router.explain import route_header
 from lm_gateway.traffic import TrafficEntry
 
 if TYPE_CHECKING:
@@ -42,11 +43,17 @@ class ChatFailed(Exception):
 
 class ClientAPI:
     def __init__(self, gateway: Gateway) -> None:
+        from lm_gateway.api.anthropic import AnthropicEndpoints
+        from lm_gateway.api.ollama import OllamaEndpoints
         from lm_gateway.api.openai import OpenAIEndpoints
+        from lm_gateway.api.status import StatusEndpoint
 
         self.gateway = gateway
         self.routes: dict[tuple[str, str], Endpoint] = {}
         OpenAIEndpoints(self).register(self.routes)
+        AnthropicEndpoints(self).register(self.routes)
+        OllamaEndpoints(self).register(self.routes)
+        StatusEndpoint(self).register(self.routes)
         self._paths = {path for _, path in self.routes}
 
     async def handle(self, request: Request) -> Response | StreamResponse:
@@ -89,14 +96,21 @@ class ClientAPI:
         )
 
     async def run_chat(
-        self, request: Request, who: Identity, body: dict[str, Any], entry: TrafficEntry, started: float
+        self,
+        request: Request,
+        who: Identity,
+        body: dict[str, Any],
+        entry: TrafficEntry,
+        started: float,
+        call: Caller = default_call,
     ) -> Served:
         """Route and call the backend for an internal (OpenAI-shaped) request; :class:`ChatFailed` on error.
 
         A non-streamed answer is recorded here; a stream is recorded by :meth:`watch_stream` when it ends.
         """
         state = self.gateway.state
-        expert = request.headers.get("x-lmg-expert", "").strip().lower() == "true"
+        headers = request.headers
+        expert = headers.get("x-lmg-expert", "").strip().lower() == "true"
         try:
             served = await serve(
                 state.table,
@@ -106,6 +120,9 @@ class ClientAPI:
                 expert=expert,
                 stream=entry.stream,
                 trace=entry,
+                priority=_priority(headers.get("x-lmg-priority")),
+                client=who.name if who.keyed else None,
+                call=call,
             )
         except RoutingError as err:
             raise self.fail(entry, started, ChatFailed(err.status, err.message, err.code, err.type)) from err
@@ -165,23 +182,72 @@ class ClientAPI:
         return timing.watch(chunks), finished
 
 
+class NativeCall:
+    """A :data:`Caller` that forwards the client's own request untouched when the chosen backend speaks
+    the client's protocol (or always, for endpoints that only exist natively, e.g. embeddings), and
+    otherwise lets the router call the backend with the internal request. ``used`` tells the endpoint
+    which format the answer is in."""
+
+    __slots__ = ("always", "body", "path", "prepare", "protocol", "used")
+
+    def __init__(
+        self,
+        protocol: str,
+        path: str,
+        body: dict[str, Any],
+        prepare: Callable[[dict[str, Any], RouteDecision], None],
+        *,
+        always: bool = False,
+    ) -> None:
+        self.protocol = protocol
+        self.path = path
+        self.body = body
+        self.prepare = prepare
+        self.always = always
+        self.used = False
+
+    async def __call__(
+        self, backend: Backend, decision: RouteDecision, internal: dict[str, Any], stream: bool
+    ) -> Completion | ChatStream:
+        if not self.always and backend.protocol != self.protocol:
+            return await default_call(backend, decision, internal, stream)
+        self.used = True
+        self.prepare(self.body, decision)
+        return await backend.forward(self.path, self.body, stream)
+
+
 def routing_headers(rid: str, entry: TrafficEntry) -> list[tuple[str, str]]:
     headers = [("x-request-id", rid)]
     if entry.tier is not None:
-        headers.append(("x-lmg-tier", entry.tier))
+        headers.append(("x-lmg-tier", header_safe(entry.tier)))
     if entry.model is not None:
         headers.append(("x-lmg-model", header_safe(entry.model)))
     if entry.profile is not None:
-        headers.append(("x-lmg-profile", entry.profile))
+        headers.append(("x-lmg-profile", header_safe(entry.profile)))
     if entry.overhead_ms is not None:
         headers.append(("x-lmg-overhead-ms", f"{entry.overhead_ms:.3f}"))
+    route = route_header(entry)
+    if route is not None:
+        headers.append(("x-lmg-route", header_safe(route)))
     return headers
 
 
+def _priority(raw: str | None) -> int:
+    """``X-LMG-Priority``: a signed integer, higher is more urgent; absent or invalid is 0."""
+    if raw is None:
+        return 0
+    try:
+        return max(-1_000_000, min(1_000_000, int(raw.strip())))
+    except ValueError:
+        return 0
+
+
 def header_safe(value: str) -> str:
-    if value.isascii() and "\r" not in value and "\n" not in value:
+    """Names from the config or an upstream can hold anything; a header value must not (no CR/LF
+    smuggling, no non-ASCII): every other character becomes ``?``."""
+    if value.isascii() and value.isprintable():
         return value
-    return value.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+    return "".join(c if " " <= c <= "~" else "?" for c in value)
 
 
 class _StreamTiming:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from lm_gateway.api.client import ChatFailed, Endpoint, routing_headers
+from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
 from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
+from lm_gateway.router import RouteDecision, Served
+from lm_gateway.traffic import TrafficEntry
 
 if TYPE_CHECKING:
     from lm_gateway.api.client import ClientAPI
@@ -31,6 +33,35 @@ class OpenAIEndpoints:
     def register(self, routes: dict[tuple[str, str], Endpoint]) -> None:
         routes[("POST", "/v1/chat/completions")] = self.chat_completions
         routes[("GET", "/v1/models")] = self.models
+        routes[("POST", "/v1/embeddings")] = self.embeddings
+        routes[("POST", "/v1/completions")] = self.completions
+
+    async def embeddings(self, request: Request, rid: str) -> Response | StreamResponse:
+        return await self._forwarded(request, rid, "/v1/embeddings")
+
+    async def completions(self, request: Request, rid: str) -> Response | StreamResponse:
+        """The legacy completions API, passed through to backends that still serve it."""
+        return await self._forwarded(request, rid, "/v1/completions")
+
+    async def _forwarded(self, request: Request, rid: str, path: str) -> Response | StreamResponse:
+        """Endpoints that exist only in the backend's own API: routed by model, forwarded as they are
+        (a backend that cannot serve ``path`` answers a clear 400)."""
+        started = perf()
+        api = self.api
+        who = api.identify(request)
+        if isinstance(who, Response):
+            return api.record_refusal(request, rid, who, started)
+        try:
+            body = parse_json_object(request)
+        except BadRequest as bad:
+            return api.record_refusal(request, rid, bad.response, started, who)
+        entry = api.new_entry(rid, request, who, body.get("model"), body.get("stream") is True)
+        native = NativeCall("openai", path, body, _set_model, always=True)
+        try:
+            served = await api.run_chat(request, who, body, entry, started, call=native)
+        except ChatFailed as failure:
+            return openai_error(failure, routing_headers(rid, entry))
+        return self._answer(served, entry, rid, started)
 
     async def chat_completions(self, request: Request, rid: str) -> Response | StreamResponse:
         started = perf()
@@ -48,9 +79,14 @@ class OpenAIEndpoints:
             served = await api.run_chat(request, who, body, entry, started)
         except ChatFailed as failure:
             return openai_error(failure, routing_headers(rid, entry))
+        return self._answer(served, entry, rid, started)
+
+    def _answer(
+        self, served: Served, entry: TrafficEntry, rid: str, started: float
+    ) -> Response | StreamResponse:
         headers = routing_headers(rid, entry)
         if served.stream is not None:
-            chunks, finished = api.watch_stream(entry, served.stream, aiter(served.stream), started)
+            chunks, finished = self.api.watch_stream(entry, served.stream, aiter(served.stream), started)
             return StreamResponse(200, chunks, headers + SSE_HEADERS, on_close=finished)
         assert served.completion is not None
         headers.append(JSON_HEADER)
@@ -78,6 +114,10 @@ class OpenAIEndpoints:
             item["lm_gateway"] = {"mode": str(profile.mode)}
             data.append(item)
         return json_response(200, {"object": "list", "data": data}, [("x-request-id", rid)])
+
+
+def _set_model(body: dict[str, Any], decision: RouteDecision) -> None:
+    body["model"] = decision.tier.model
 
 
 def openai_error(failure: ChatFailed, headers: list[tuple[str, str]]) -> Response:

@@ -13,9 +13,9 @@ def build_backend(config: BackendConfig, key: Secret | None) -> Backend:
 
         return demo_backend(config)
     if config.provider is Provider.OLLAMA:
-        from lm_gateway.backends.openai import OllamaCompatBackend
+        from lm_gateway.backends.ollama import OllamaBackend
 
-        return OllamaCompatBackend(config, key)
+        return OllamaBackend(config, key)
     if config.provider is Provider.ANTHROPIC:
         from lm_gateway.backends.anthropic import AnthropicBackend
 

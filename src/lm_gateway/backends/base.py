@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -79,7 +79,15 @@ class ProbeResult:
 
 
 class Backend(abc.ABC):
-    """One configured upstream. Instances live as long as their config is unchanged."""
+    """One configured upstream. Instances live as long as their config is unchanged.
+
+    ``protocol`` names the wire format the upstream speaks ("openai", "anthropic", "ollama"). When a
+    client speaks the same one, the API layer uses :meth:`forward` instead of ``chat``: the client's
+    own body (with ``model`` rewritten) goes upstream and the upstream's bytes come back untouched, so
+    nothing a provider adds is lost to translation.
+    """
+
+    protocol: ClassVar[str] = "openai"
 
     def __init__(self, config: BackendConfig, key: Secret | None) -> None:
         self.config = config
@@ -94,6 +102,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def probe(self, timeout_s: float) -> ProbeResult: ...
+
+    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
+        """Send a request in this backend's own protocol to ``path`` and relay the answer as is."""
+        raise BackendError(
+            400,
+            f"backend '{self.name}' ({self.config.provider}) cannot serve {path}",
+            code="unsupported_by_backend",
+            type_="invalid_request_error",
+        )
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release pooled connections."""

@@ -1,5 +1,5 @@
-"""What every HTTP backend adapter shares: the pooled session, one POST with a deadline, and the
-mapping of transport failures and upstream statuses to :class:`BackendError`.
+"""What every HTTP backend adapter shares: the pooled connection, one request with a deadline, stream
+relays, and the mapping of transport failures and upstream statuses to :class:`BackendError`.
 
 The mapping tells the client what happened without blaming it for the gateway's problems: an
 upstream 401/403 means the *gateway's* credential was refused, so the client gets a 502, not a 401
@@ -9,114 +9,126 @@ that would make it doubt its own key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from lm_gateway.backends.base import Backend, BackendError, ChatStream, ProbeResult, sse_error_event
 from lm_gateway.config.schema import BackendConfig, Secret
-from lm_gateway.http.client import close_session, new_session
 from lm_gateway.http.deadline import deadline
-
-if TYPE_CHECKING:
-    import aiohttp
+from lm_gateway.http.proxy import proxy_for
+from lm_gateway.http.transport import (
+    ConnectError,
+    PayloadError,
+    Pool,
+    Response,
+    ServerDisconnected,
+    TransportError,
+)
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_RESPONSE_BODY = 64 * 1024 * 1024
 
 
 class HttpBackend(Backend):
-    """Base for adapters that reach their upstream over HTTP with a pooled session."""
+    """Base for adapters that reach their upstream over HTTP, through one keep-alive :class:`Pool`
+    per backend (built once; a reload that keeps the backend's settings keeps its connections)."""
 
     def __init__(self, config: BackendConfig, key: Secret | None) -> None:
         super().__init__(config, key)
-        self._session: aiohttp.ClientSession | None = None
         self.timeout_s = config.timeout_ms / 1000
         self.connect_timeout_s = config.connect_timeout_ms / 1000
+        self._pool: Pool | None = None
+        self._unusable: str | None = None
+        try:
+            self._pool = Pool(
+                config.base_url,
+                max_connections=config.max_connections,
+                connect_timeout=self.connect_timeout_s,
+                proxy=proxy_for(config.base_url),
+            )
+        except ValueError as exc:  # e.g. an https:// or socks proxy in the environment
+            self._unusable = str(exc)
+
+    def prepare(self, headers: Mapping[str, str]) -> bytes:
+        """Encode an adapter's fixed headers once; requests then reuse the bytes."""
+        return self._pool.prepare_headers(headers) if self._pool is not None else b""
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = new_session(
-                self.config.max_connections, self.connect_timeout_s, self.config.base_url
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise BackendError(
+                502,
+                f"backend '{self.name}' cannot be reached with this network setup: {self._unusable}",
+                code="backend_unreachable",
             )
-        return self._session
+        return self._pool
 
     async def close(self) -> None:
-        if self._session is not None:
-            await close_session(self._session)
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
 
-    def url(self, path: str) -> str:
-        return self.config.base_url + path
-
-    async def post_json(self, path: str, payload: bytes, headers: dict[str, str]) -> tuple[bytes, Any]:
-        """POST and return the raw body and its parsed JSON, or raise a mapped :class:`BackendError`."""
-        import aiohttp
-
+    async def _send(self, method: str, path: str, headers: bytes, payload: bytes) -> Response:
+        """Send and wait for the response head, within the backend's timeout."""
         try:
             with deadline(self.timeout_s):
-                async with self.session.post(
-                    self.url(path), data=payload, headers=headers, allow_redirects=False
-                ) as resp:
-                    if resp.status >= 300:
-                        body = await _read_bounded(resp, MAX_ERROR_BODY)
-                        raise self.status_error(resp.status, body, resp.headers)
-                    raw = await _read_bounded(resp, MAX_RESPONSE_BODY)
-        except BackendError:
-            raise
+                return await self.pool.request(method, path, headers, payload)
         except TimeoutError as exc:
             raise self.timeout_error() from exc
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
+            raise self.transport_error(exc) from exc
+
+    async def post_json(self, path: str, payload: bytes, headers: bytes) -> tuple[bytes, Any]:
+        """POST and return the raw body and its parsed JSON, or raise a mapped :class:`BackendError`."""
+        try:
+            with deadline(self.timeout_s):
+                resp = await self.pool.request("POST", path, headers, payload)
+                if resp.status >= 300:
+                    raise self.status_error(
+                        resp.status, await _read_bounded(resp, MAX_ERROR_BODY), resp.headers
+                    )
+                raw = await _read_bounded(resp, MAX_RESPONSE_BODY)
+        except TimeoutError as exc:
+            raise self.timeout_error() from exc
+        except TransportError as exc:
             raise self.transport_error(exc) from exc
         try:
             return raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise self.bad_response("returned a body that is not valid JSON") from exc
 
-    async def open_stream(self, path: str, payload: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def open_stream(self, path: str, payload: bytes, headers: bytes) -> Response:
         """Start a streamed POST; errors before the first body byte are raised as HTTP errors."""
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.connect_timeout_s, sock_read=self.timeout_s
-        )
-        try:
-            resp = await self.session.post(
-                self.url(path), data=payload, headers=headers, allow_redirects=False, timeout=timeout
-            )
-        except TimeoutError as exc:
-            raise self.timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise self.transport_error(exc) from exc
+        resp = await self._send("POST", path, headers, payload)
         if resp.status >= 300:
             try:
-                body = await _read_bounded(resp, MAX_ERROR_BODY)
-            except (TimeoutError, aiohttp.ClientError):
+                with deadline(self.timeout_s):
+                    body = await _read_bounded(resp, MAX_ERROR_BODY)
+            except (TimeoutError, TransportError, BackendError):
                 body = b""
-            finally:
-                resp.release()
+            resp.release()
             raise self.status_error(resp.status, body, resp.headers)
         return resp
 
-    async def get_probe(self, path: str, timeout_s: float, headers: dict[str, str]) -> ProbeResult:
+    async def get_probe(self, path: str, timeout_s: float, headers: bytes) -> ProbeResult:
         """A GET that costs no tokens; 2xx means the upstream is up and accepts our credentials."""
-        import aiohttp
-
         try:
-            async with (
-                asyncio.timeout(timeout_s),
-                self.session.get(self.url(path), headers=headers, allow_redirects=False) as resp,
-            ):
+            async with asyncio.timeout(timeout_s):
+                resp = await self.pool.request("GET", path, headers)
                 body = await _read_bounded(resp, MAX_ERROR_BODY)
-                if 200 <= resp.status < 300:
-                    return ProbeResult(ok=True, models=_model_names(body))
-                return ProbeResult(ok=False, detail=f"HTTP {resp.status} from {path}")
         except TimeoutError:
             return ProbeResult(ok=False, detail=f"no answer within {timeout_s:g}s")
-        except aiohttp.ClientError as exc:
-            return ProbeResult(ok=False, detail=self.scrub(_describe_transport_error(exc)))
+        except TransportError as exc:
+            return ProbeResult(ok=False, detail=self.scrub(exc.message))
+        except BackendError as exc:
+            return ProbeResult(ok=False, detail=exc.message)
+        if 200 <= resp.status < 300:
+            return ProbeResult(ok=True, models=_model_names(body))
+        return ProbeResult(ok=False, detail=f"HTTP {resp.status} from {path}")
 
     # -- error mapping ---------------------------------------------------------------------------
 
@@ -128,12 +140,16 @@ class HttpBackend(Backend):
             retryable=True,
         )
 
-    def transport_error(self, exc: Exception) -> BackendError:
+    def transport_error(self, exc: TransportError) -> BackendError:
+        if isinstance(exc, PayloadError):
+            return self.bad_response(f"sent an invalid HTTP response: {self.scrub(exc.message)}")
+        what = "is unreachable" if isinstance(exc, ConnectError) else "closed the connection"
         return BackendError(
             502,
-            f"backend '{self.name}' is unreachable: {self.scrub(_describe_transport_error(exc))}",
+            f"backend '{self.name}' {what}: {self.scrub(exc.message)}",
             code="backend_unreachable",
-            retryable=True,
+            retryable=isinstance(exc, ConnectError)
+            or (isinstance(exc, ServerDisconnected) and not exc.got_bytes),
         )
 
     def bad_response(self, what: str) -> BackendError:
@@ -169,77 +185,252 @@ class HttpBackend(Backend):
         return BackendError(status, text, code=f"backend_http_{status}", type_="invalid_request_error")
 
 
-class SSERelay(ChatStream):
-    """Relays an OpenAI SSE body byte for byte, noting usage and whether it ended properly.
+@dataclass(frozen=True, slots=True)
+class RelayFormat:
+    """What a same-protocol relay needs to know about a stream format, without parsing every byte:
+    whether a stream's last bytes are its proper end, how to read usage from the lines kept (the last
+    :data:`RELAY_WINDOW` bytes, plus the first ``head_bytes`` for formats that report input tokens at
+    the start, as Anthropic's ``message_start`` does), and how to say "this stream failed" in that
+    format."""
 
-    The bytes are not parsed: only a chunk that mentions ``"usage"`` is kept, and decoded once at the
-    end. A stream that stops before ``data: [DONE]`` (connection cut, chunked body ended early) is
-    finished with an error event, never silently truncated.
+    name: str
+    ends_properly: Callable[[bytes], bool]
+    read_usage: Callable[[list[bytes]], tuple[int | None, int | None]]
+    error_frame: Callable[[str, str], bytes]
+    head_bytes: int = 0
+
+
+RELAY_WINDOW = 4096
+"""Bytes of a relayed stream's end kept for its end check and usage: every format reports its final
+counts in its last event or line, and reading them there needs no per-chunk parsing or searching (a
+search would miss a marker split across network reads)."""
+
+
+def last_line(tail: bytes) -> bytes:
+    """The last non-blank line of ``tail`` (SSE or NDJSON), without its line ending."""
+    stripped = tail.rstrip()
+    return stripped[stripped.rfind(b"\n") + 1 :].strip()
+
+
+def last_json(tail: bytes) -> Any:
+    """The JSON value on the last line of ``tail`` (an SSE ``data:`` prefix removed), or None."""
+    line = last_line(tail)
+    try:
+        return orjson.loads(line[5:] if line.startswith(b"data:") else line)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def in_band_error(tail: bytes) -> str | None:
+    """The message of an error the upstream itself ended its stream with, in any of the three formats
+    (OpenAI ``data: {"error": ...}``, Anthropic ``event: error``, Ollama ``{"error": ...}``)."""
+    payload = last_json(tail)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or "error")
+    return str(error) if error else None
+
+
+def _openai_usage(lines: list[bytes]) -> tuple[int | None, int | None]:
+    found: tuple[int | None, int | None] = (None, None)
+    for line in lines:
+        if line.startswith(b"data:") and b'"usage"' in line:
+            try:
+                counts = usage_from(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                continue
+            found = counts if counts != (None, None) else found
+    return found
+
+
+OPENAI_SSE = RelayFormat(
+    name="openai",
+    ends_properly=lambda tail: last_line(tail).endswith(b"[DONE]"),
+    read_usage=_openai_usage,
+    error_frame=lambda message, code: sse_error_event(message, code),
+)
+
+
+class RawRelay(ChatStream):
+    """Relays a stream byte for byte, noting usage and whether it ended properly.
+
+    The bytes are not parsed while they flow: the relay only keeps the stream's last few KB (and its
+    first ``head_bytes``), read once at the end. A stream that stops before its format's proper end
+    (connection cut, chunked body ended early) is finished with that format's error frame, never
+    silently truncated; one the upstream ended with its own error event is already finished, so only
+    the error is noted.
     """
 
-    def __init__(self, backend: HttpBackend, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, backend: HttpBackend, resp: Response, fmt: RelayFormat = OPENAI_SSE) -> None:
         self._backend = backend
         self._resp = resp
-        self._usage_chunks: list[bytes] = []
+        self._format = fmt
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        import aiohttp
-
-        resp = self._resp
-        content = resp.content
-        tail = b""
-        finished = False
-        failure: BackendError | None = None
-        try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                if b'"usage"' in chunk:
-                    self._usage_chunks.append(chunk)
-                tail = (tail + chunk)[-24:] if len(chunk) < 24 else chunk[-24:]
+        fmt = self._format
+        backend = self._backend
+        head_left = fmt.head_bytes
+        head = b""
+        window = bytearray()
+        trimmed = False
+        upstream_error: str | None = None
+        async with _upstream_body(backend, self._resp) as outcome:
+            while chunk := await outcome.read():
+                if head_left:
+                    head += chunk[:head_left]
+                    head_left = max(0, head_left - len(chunk))
+                window += chunk
+                if len(window) > 2 * RELAY_WINDOW:
+                    del window[:-RELAY_WINDOW]
+                    trimmed = True
                 yield chunk
-            if b"[DONE]" not in tail:
-                failure = self._backend.bad_response("ended the stream before [DONE]")
-            finished = True
-        except TimeoutError:
-            failure = self._backend.timeout_error()
-        except aiohttp.ClientError as exc:
-            failure = self._backend.bad_response(f"broke off the stream: {_describe_transport_error(exc)}")
-        finally:
-            if finished:
-                resp.release()
-            else:
-                resp.close()
-        self._read_usage()
-        if failure is not None:
-            self.error = failure.message
-            yield sse_error_event(failure.message, failure.code)
+            tail = bytes(window)
+            if not fmt.ends_properly(tail):
+                upstream_error = in_band_error(tail)
+                if upstream_error is None:
+                    outcome.failure = backend.bad_response(
+                        f"ended the {fmt.name} stream before its end marker"
+                    )
+        # The head matters only when the window lost the start; its cut last line is left out.
+        lines = head[: head.rfind(b"\n") + 1].splitlines() if trimmed else []
+        self.prompt_tokens, self.completion_tokens = fmt.read_usage(lines + bytes(window).splitlines())
+        if upstream_error is not None:
+            self.error = f"backend '{backend.name}' failed mid-stream: {backend.scrub(upstream_error)}"
+        elif outcome.failure is not None:
+            self.error = outcome.failure.message
+            yield fmt.error_frame(outcome.failure.message, outcome.failure.code)
 
-    def _read_usage(self) -> None:
-        for line in b"".join(self._usage_chunks).splitlines():
-            if not line.startswith(b"data:") or b'"usage"' not in line:
-                continue
+
+class TranslatedStream(ChatStream):
+    """Turns an upstream stream in another format into OpenAI SSE, chunk by chunk as it arrives.
+
+    ``decoder`` frames the bytes (SSE events or NDJSON objects), ``translator`` maps each frame to
+    OpenAI chunks (``feed``/``finish``, from ``lm_gateway.protocols``). Usage is always asked of the
+    translator so the traffic log has token counts; the usage-only chunk reaches the client only when
+    it asked for it (``stream_options.include_usage``).
+    """
+
+    def __init__(
+        self,
+        backend: HttpBackend,
+        resp: Response,
+        decoder: Any,
+        translator: Any,
+        client_wants_usage: bool,
+    ) -> None:
+        self._backend = backend
+        self._resp = resp
+        self._decoder = decoder
+        self._translator = translator
+        self._client_wants_usage = client_wants_usage
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        from lm_gateway.protocols import ProtocolError, UpstreamStreamError
+
+        decoder, translator = self._decoder, self._translator
+        # Chunks translated from the current network read; on a failure they still go out (before
+        # the error event): the upstream delivered them, often in the same read as its error line.
+        pending: list[dict[str, Any]] = []
+        async with _upstream_body(self._backend, self._resp) as outcome:
             try:
-                usage = orjson.loads(line[5:]).get("usage")
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
+                while chunk := await outcome.read():
+                    for frame in decoder.feed(chunk):
+                        pending += translator.feed(frame)
+                    if pending:
+                        out, pending = self._encode(pending), []
+                        yield out
+                for frame in decoder.flush():
+                    pending += translator.feed(frame)
+                pending += translator.finish()
+                out, pending = self._encode(pending), []
+                yield out + b"data: [DONE]\n\n"
+            except UpstreamStreamError as exc:
+                outcome.failure = BackendError(
+                    502,
+                    f"backend '{self._backend.name}' failed mid-stream: {self._backend.scrub(exc.message)}",
+                    code="backend_stream_error",
+                )
+            except ProtocolError as exc:
+                outcome.failure = self._backend.bad_response(f"sent a malformed stream: {exc}")
+        if outcome.failure is not None:
+            self.error = outcome.failure.message
+            yield self._encode(pending) + sse_error_event(outcome.failure.message, outcome.failure.code)
+
+    def _encode(self, chunks: list[dict[str, Any]]) -> bytes:
+        parts: list[bytes] = []
+        for chunk in chunks:
+            usage = chunk.get("usage")
             if isinstance(usage, dict):
-                self.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
-                self.completion_tokens = _int_or_none(usage.get("completion_tokens"))
+                self.prompt_tokens, self.completion_tokens = usage_from(chunk)
+                if not self._client_wants_usage:
+                    if not chunk.get("choices"):
+                        continue
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            parts.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        return b"".join(parts)
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+class _BodyOutcome:
+    """The state of one streamed body being read: how it ended, and a read that times out only while
+    it waits for the upstream (not while the client is slow to take what was already read)."""
+
+    __slots__ = ("_idle_s", "_resp", "failure", "watch")
+
+    def __init__(self, resp: Response, idle_s: float) -> None:
+        self._resp = resp
+        self._idle_s = idle_s
+        self.failure: BackendError | None = None
+        self.watch: Any = None
+
+    async def read(self) -> bytes:
+        self.watch.arm(self._idle_s)
+        chunk = await self._resp.readany()
+        self.watch.disarm()
+        return chunk
+
+
+@asynccontextmanager
+async def _upstream_body(backend: HttpBackend, resp: Response) -> AsyncIterator[_BodyOutcome]:
+    """Reading a streamed body: maps transport failures and idle timeouts, and always gives the
+    connection back (kept alive after a clean end, closed after anything else, including the client
+    going away)."""
+    outcome = _BodyOutcome(resp, backend.timeout_s)
+    clean = False
+    try:
+        with deadline(math.inf) as watch:
+            outcome.watch = watch
+            yield outcome
+        clean = outcome.failure is None
+    except TimeoutError:
+        outcome.failure = backend.timeout_error()
+    except TransportError as exc:
+        outcome.failure = backend.bad_response(f"broke off the stream: {backend.scrub(exc.message)}")
+    finally:
+        if clean:
+            resp.release()
+        else:
+            resp.close()
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def _read_bounded(resp: Response, limit: int) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit:
         raise BackendError(502, f"response larger than {limit} bytes", code="backend_response_too_large")
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await resp.content.readany()
+        chunk = await resp.readany()
         if not chunk:
             break
         size += len(chunk)
@@ -262,18 +453,6 @@ def _upstream_message(body: bytes) -> str:
         if isinstance(message, dict):
             message = message.get("message", "")
     return str(message)[:500] if message else ""
-
-
-def _describe_transport_error(exc: Exception) -> str:
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the connection was closed by the upstream"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut off"
-    return type(exc).__name__
 
 
 def _model_names(body: bytes) -> list[str] | None:

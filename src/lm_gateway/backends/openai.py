@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from lm_gateway.backends.base import ChatStream, Completion, ProbeResult
-from lm_gateway.backends.http import HttpBackend, SSERelay, usage_from
+from lm_gateway.backends.http import HttpBackend, RawRelay, usage_from
 from lm_gateway.config.schema import BackendConfig, Provider, Secret, TierConfig
 
 # OpenRouter ranks apps by these; harmless for everyone else, so only sent to OpenRouter.
@@ -30,8 +30,8 @@ class OpenAIBackend(HttpBackend):
             headers["Authorization"] = f"Bearer {key.reveal()}"
         if config.provider is Provider.OPENROUTER:
             headers.update(OPENROUTER_HEADERS)
-        self._headers = headers
-        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._headers = self.prepare(headers)
+        self._stream_headers = self.prepare({**headers, "Accept": "text/event-stream"})
 
     async def chat(self, body: dict[str, Any], tier: TierConfig) -> Completion:
         raw, payload = await self.post_json(self.chat_path, orjson.dumps(body), self._headers)
@@ -42,14 +42,15 @@ class OpenAIBackend(HttpBackend):
 
     async def chat_stream(self, body: dict[str, Any], tier: TierConfig) -> ChatStream:
         resp = await self.open_stream(self.chat_path, orjson.dumps(body), self._stream_headers)
-        return SSERelay(self, resp)
+        return RawRelay(self, resp)
+
+    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
+        """OpenAI-protocol endpoints other than chat (``/v1/embeddings``, ``/v1/completions``)."""
+        if stream:
+            return RawRelay(self, await self.open_stream(path, orjson.dumps(body), self._stream_headers))
+        raw, payload = await self.post_json(path, orjson.dumps(body), self._headers)
+        prompt, completion = usage_from(payload)
+        return Completion(raw, prompt, completion)
 
     async def probe(self, timeout_s: float) -> ProbeResult:
         return await self.get_probe(self.probe_path, timeout_s, self._headers)
-
-
-class OllamaCompatBackend(OpenAIBackend):
-    """Ollama through its OpenAI-compatible endpoint; health from ``/api/tags`` (lists what is
-    installed, costs nothing)."""
-
-    probe_path = "/api/tags"

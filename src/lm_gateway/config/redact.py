@@ -39,6 +39,9 @@ def _plain(value: Any) -> Any:
     """Make a TOML-derived value JSON-serialisable (dates become ISO strings)."""
     if isinstance(value, dict):
         return {str(key): _plain(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # Nested profile settings (sufficiency, pre_router rules): secret-free by construction.
+        return {spec.name: _plain(getattr(value, spec.name)) for spec in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, datetime.date | datetime.time):
@@ -71,7 +74,14 @@ def _backend_view(backend: BackendConfig, config: Config) -> dict[str, Any]:
         "connect_timeout_ms": backend.connect_timeout_ms,
         "max_connections": backend.max_connections,
         "default_options": _options(backend.default_options),
-    }
+    } | _gate_view(backend)
+
+
+def _gate_view(backend: BackendConfig) -> dict[str, Any]:
+    """The priority gate's settings, shown only for a backend that has one."""
+    if backend.max_concurrent is None:
+        return {}
+    return {"max_concurrent": backend.max_concurrent, "queue_limit": backend.queue_limit}
 
 
 def _profile_view(profile: ProfileConfig) -> dict[str, Any]:
@@ -91,7 +101,17 @@ def _client_view(client: ClientConfig, config: Config) -> dict[str, Any]:
         "key_env": client.key_env,
         "profile": client.profile,
         "key_present": present,
-    }
+    } | _client_routing_view(client)
+
+
+def _client_routing_view(client: ClientConfig) -> dict[str, Any]:
+    """A client's extra profiles and escalation budget, shown only when set."""
+    view: dict[str, Any] = {}
+    if client.profiles:
+        view["profiles"] = list(client.profiles)
+    if client.max_escalations_per_minute is not None:
+        view["max_escalations_per_minute"] = client.max_escalations_per_minute
+    return view
 
 
 def redacted_view(config: Config) -> dict[str, Any]:

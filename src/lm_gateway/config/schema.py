@@ -87,7 +87,14 @@ class GatewayConfig:
     profile_dir: str | None = None
     # lm-gateway (Python) additions
     max_body_bytes: int = 16 * 1024 * 1024
+    # Ollama clients (/api/tags) see the profiles as models; true adds the tiers and aliases.
+    ollama_list_tiers: bool = False
     drain_timeout_ms: int = 10_000
+    # Circuit breaker on top of the health window: a backend's circuit opens when its window holds
+    # at least this many failures and the error rate reaches health_error_threshold; after the
+    # cool-down one probe request is let through (half-open) and its outcome closes or reopens it.
+    circuit_min_failures: int = 3
+    circuit_cooldown_ms: int = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,10 @@ class BackendConfig:
     # lm-gateway (Python) additions
     connect_timeout_ms: int = 5_000
     max_connections: int = 256
+    # Priority gate (X-LMG-Priority): at most this many calls in flight to this backend, shared by
+    # every tier on it (one GPU); None = no gate. Waiters beyond queue_limit are refused with 429.
+    max_concurrent: int | None = None
+    queue_limit: int = 32
 
     @property
     def key_source(self) -> SecretSource | None:
@@ -132,6 +143,45 @@ class RuleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SufficiencyConfig:
+    """How escalate mode judges an answer (``[profiles.<name>.sufficiency]``).
+
+    ``checks`` lists the strategies that run, in order; an answer is sufficient when every one
+    passes: ``heuristics`` (empty, truncated, too short, refusal or uncertainty phrase, invalid JSON
+    when JSON was asked for; a tool-call answer always passes), ``logprobs`` (a low quantile of the
+    answer's token probabilities; abstains when the backend returns none) and ``judge`` (the
+    ``judge`` tier grades the answer from 0 to 10).
+    """
+
+    checks: tuple[str, ...] = ("heuristics",)
+    min_chars: int = 20
+    refusal_phrases: tuple[str, ...] | None = None  # None = the built-in list
+    logprob_quantile: float = 0.1
+    logprob_threshold: float = 0.3
+    judge: str = ""
+    judge_threshold: float = 7.0
+    judge_timeout_ms: int = 10_000
+    return_best: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PreRouteRule:
+    """A zero-call pre-router rule: every condition given must hold; the first matching rule wins.
+
+    Text conditions look at the last user message. ``route_to`` is a tier or an alias.
+    """
+
+    route_to: str
+    min_chars: int | None = None
+    max_chars: int | None = None
+    has_code: bool | None = None
+    has_tools: bool | None = None
+    has_attachments: bool | None = None
+    keywords: tuple[str, ...] = ()
+    regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileConfig:
     name: str
     mode: Mode = Mode.DISPATCH
@@ -148,9 +198,21 @@ class ProfileConfig:
     classifier_context: int | None = None
     reply_message: str | None = None
     thinking_messages: dict[str, list[str]] = field(default_factory=dict)
+    # Ollama-protocol clients get errors as an assistant message with HTTP 200 (Home Assistant shows
+    # only message text); off = real HTTP errors in Ollama's shape.
+    ollama_errors_as_message: bool = False
     # lm-gateway (Python) addition: route unknown model names to the `classifier` tier (the
     # lm-gateway-rs behaviour) instead of answering 404.
     unknown_model_fallback: bool = False
+    # lm-gateway (Python) additions for the routing modes.
+    failover: bool = False
+    classifier_fallback: str = ""
+    classifier_cache_size: int = 1024
+    classifier_every_turn: bool = False
+    pre_router: tuple[PreRouteRule, ...] = ()
+    sufficiency: SufficiencyConfig = field(default_factory=SufficiencyConfig)
+    max_escalations: int | None = None
+    cost_ceiling: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +221,10 @@ class ClientConfig:
     profile: str
     # lm-gateway (Python) addition: the name shown in logs and traffic (defaults to key_env).
     name: str | None = None
+    # Extra profiles this key may name as its `model` (besides its own), and its budget of
+    # automatic step-ups up the ladder per minute (escalations, label/rule/context moves up).
+    profiles: tuple[str, ...] = ()
+    max_escalations_per_minute: int | None = None
 
     @property
     def display_name(self) -> str:

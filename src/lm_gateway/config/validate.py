@@ -9,6 +9,7 @@ would fix it. Errors make the load fail; warnings are kept on ``Config.warnings`
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -16,17 +17,21 @@ from urllib.parse import urlsplit
 from lm_gateway.config.convert import index_path, key_path, suggest
 from lm_gateway.config.schema import (
     BackendConfig,
+    ClientConfig,
     Config,
     GatewayConfig,
     Mode,
+    PreRouteRule,
     ProfileConfig,
     Provider,
+    SufficiencyConfig,
     TierConfig,
 )
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROFILE_FIELDS = frozenset(ProfileConfig.__dataclass_fields__)
 _MAX_CYCLES_REPORTED = 20
+SUFFICIENCY_CHECKS = ("heuristics", "logprobs", "judge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,8 @@ class _Validator:
         self.at_least("gateway.request_timeout_ms", gateway.request_timeout_ms, 0, "0 disables it")
         self.at_least("gateway.max_body_bytes", gateway.max_body_bytes, 1024)
         self.at_least("gateway.drain_timeout_ms", gateway.drain_timeout_ms, 1)
+        self.at_least("gateway.circuit_min_failures", gateway.circuit_min_failures, 1)
+        self.at_least("gateway.circuit_cooldown_ms", gateway.circuit_cooldown_ms, 1)
         self.check_gateway_refs(gateway)
 
     def check_gateway_refs(self, gateway: GatewayConfig) -> None:
@@ -200,6 +207,8 @@ class _Validator:
         self.at_least(f"{path}.connect_timeout_ms", backend.connect_timeout_ms, 1)
         self.at_least(f"{path}.max_connections", backend.max_connections, 1)
         self.check_backend_key(path, backend)
+        self.at_least(f"{path}.max_concurrent", backend.max_concurrent, 1, "omit it for no gate")
+        self.at_least(f"{path}.queue_limit", backend.queue_limit, 0)
         if backend.default_options and backend.provider is not Provider.OLLAMA:
             self.warning(f"{path}.default_options", "only used by ollama backends; ignored here")
 
@@ -282,13 +291,87 @@ class _Validator:
                 )
         for key in profile.thinking_messages:
             self.check_tier_ref(key_path(f"{path}.thinking_messages", key), key)
+        self.check_routing_keys(path, profile)
+
+    def check_routing_keys(self, path: str, profile: ProfileConfig) -> None:
+        """The keys of the routing modes (failover, classifier fallback and cache, escalation caps,
+        cost ceiling, pre-router, sufficiency), and the ones set where their mode never reads them."""
+        if profile.classifier_fallback:
+            self.check_tier_ref(f"{path}.classifier_fallback", profile.classifier_fallback)
+        self.at_least(f"{path}.classifier_cache_size", profile.classifier_cache_size, 0, "0 disables it")
+        self.at_least(f"{path}.max_escalations", profile.max_escalations, 0)
+        ceiling = profile.cost_ceiling
+        if ceiling is not None and not (math.isfinite(ceiling) and ceiling >= 0):
+            self.error(f"{path}.cost_ceiling", f"must be a finite number of USD >= 0, got {ceiling:g}")
+        for index, rule in enumerate(profile.pre_router):
+            self.check_pre_rule(index_path(f"{path}.pre_router", index), rule)
+        self.check_sufficiency(f"{path}.sufficiency", profile.sufficiency)
+        self.check_mode_keys(path, profile)
+
+    def check_pre_rule(self, path: str, rule: PreRouteRule) -> None:
+        targets = self.tier_names | set(self.config.aliases)
+        if not rule.route_to:
+            self.error(f"{path}.route_to", "must not be empty (a tier or alias name)")
+        elif rule.route_to not in targets and not self.is_broken("tiers", rule.route_to):
+            self.unknown(f"{path}.route_to", "tier or alias", rule.route_to, targets)
+        self.at_least(f"{path}.min_chars", rule.min_chars, 0)
+        self.at_least(f"{path}.max_chars", rule.max_chars, 0)
+        if rule.min_chars is not None and rule.max_chars is not None and rule.min_chars > rule.max_chars:
+            self.error(
+                path, f"min_chars ({rule.min_chars}) is above max_chars ({rule.max_chars}): never matches"
+            )
+        if rule.regex is not None:
+            try:
+                re.compile(rule.regex)
+            except re.error as exc:
+                self.error(f"{path}.regex", f"is not a valid regular expression: {exc}")
+        conditions = (rule.min_chars, rule.max_chars, rule.has_code, rule.has_tools, rule.has_attachments)
+        if all(value is None for value in conditions) and not rule.keywords and not rule.regex:
+            self.warning(path, "has no condition, so it matches every request")
+
+    def check_sufficiency(self, path: str, settings: SufficiencyConfig) -> None:
+        for index, check in enumerate(settings.checks):
+            if check not in SUFFICIENCY_CHECKS:
+                self.error(
+                    index_path(f"{path}.checks", index),
+                    f"unknown check '{check}' (known: {', '.join(SUFFICIENCY_CHECKS)})",
+                )
+        if "judge" in settings.checks and not settings.judge:
+            self.error(
+                f"{path}.judge", 'is required when checks include "judge" (the tier that grades answers)'
+            )
+        elif settings.judge:
+            self.check_tier_ref(f"{path}.judge", settings.judge)
+            if "judge" not in settings.checks:
+                self.warning(f"{path}.judge", 'is unused: add "judge" to checks to grade answers with it')
+        self.at_least(f"{path}.min_chars", settings.min_chars, 0)
+        self.between(f"{path}.logprob_quantile", settings.logprob_quantile, 0, 1)
+        self.between(f"{path}.logprob_threshold", settings.logprob_threshold, 0, 1)
+        self.between(f"{path}.judge_threshold", settings.judge_threshold, 0, 10)
+        self.at_least(f"{path}.judge_timeout_ms", settings.judge_timeout_ms, 1)
+
+    def check_mode_keys(self, path: str, profile: ProfileConfig) -> None:
+        """Warn about routing keys the profile's mode never reads (likely a mode mix-up)."""
+        mode = profile.mode
+        unused: list[str] = []
+        escalation_keys = profile.sufficiency != SufficiencyConfig() or profile.max_escalations is not None
+        if escalation_keys and mode is not Mode.ESCALATE:
+            unused.append("sufficiency/max_escalations (escalate mode only)")
+        if profile.pre_router and mode not in (Mode.CLASSIFY, Mode.ESCALATE):
+            unused.append("pre_router (classify and escalate modes only)")
+        if profile.classifier_fallback and mode is not Mode.CLASSIFY:
+            unused.append("classifier_fallback (classify mode only)")
+        if profile.failover and mode in (Mode.ESCALATE, Mode.REPLY):
+            unused.append("failover (escalate moves up the ladder on errors by itself)")
+        for what in unused:
+            self.warning(path, f"{what} is set but mode is '{mode.value}'; it has no effect")
 
     def check_classifier(self, path: str, profile: ProfileConfig) -> None:
         if profile.mode is Mode.REPLY:
             return
         if profile.classifier:
             self.check_tier_ref(f"{path}.classifier", profile.classifier)
-        elif profile.mode is Mode.CLASSIFY:
+        elif profile.mode is Mode.CLASSIFY and not profile.pre_router:
             self.error(
                 f"{path}.classifier", "is required in classify mode (the tier that classifies requests)"
             )
@@ -335,6 +418,31 @@ class _Validator:
                     f"{path}.key_env",
                     f"{client.key_env} is also bound to profile '{previous}'; one key can map to one "
                     "profile only",
+                )
+            self.check_client_routing(path, client)
+        self.check_client_names()
+
+    def check_client_routing(self, path: str, client: ClientConfig) -> None:
+        profiles = self.config.profiles
+        for index, name in enumerate(client.profiles):
+            if name not in profiles and not self.is_broken("profiles", name):
+                self.unknown(index_path(f"{path}.profiles", index), "profile", name, profiles)
+        self.at_least(
+            f"{path}.max_escalations_per_minute", client.max_escalations_per_minute, 0, "0 never steps up"
+        )
+
+    def check_client_names(self) -> None:
+        """Extra profiles and escalation budgets are looked up by client name: it must be unique."""
+        seen: dict[str, int] = {}
+        for index, client in enumerate(self.config.clients):
+            first = seen.setdefault(client.display_name, index)
+            routed = client.profiles or client.max_escalations_per_minute is not None
+            if first != index and routed:
+                path = index_path("clients", self.position("clients", index))
+                self.error(
+                    f"{path}.name",
+                    f"'{client.display_name}' also names clients[{self.position('clients', first)}]; give "
+                    "each client with profiles or max_escalations_per_minute its own name",
                 )
 
     def check_coverage(self) -> None:

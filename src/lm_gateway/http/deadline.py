@@ -9,6 +9,7 @@ passed. The task sees :class:`TimeoutError`, exactly as with ``asyncio.timeout``
 from __future__ import annotations
 
 import asyncio
+import math
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -17,12 +18,21 @@ TICK_S = 0.1
 
 
 class _Deadline:
-    __slots__ = ("expired", "task", "when")
+    __slots__ = ("expired", "loop", "task", "when")
 
-    def __init__(self, task: asyncio.Task[object], when: float) -> None:
+    def __init__(self, task: asyncio.Task[object], when: float, loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self.when = when
+        self.loop = loop
         self.expired = False
+
+    def arm(self, seconds: float) -> None:
+        """Expire ``seconds`` from now (an idle watch re-arms before each read)."""
+        self.when = self.loop.time() + seconds
+
+    def disarm(self) -> None:
+        """Never expire until armed again: the task may now wait on something else (a slow client)."""
+        self.when = math.inf
 
 
 class Deadlines:
@@ -34,17 +44,16 @@ class Deadlines:
         self._sweeper: asyncio.TimerHandle | None = None
 
     @contextmanager
-    def within(self, seconds: float) -> Iterator[None]:
+    def within(self, seconds: float) -> Iterator[_Deadline]:
         task = asyncio.current_task(self._loop)
         if task is None:  # pragma: no cover - always called from a task
-            yield
-            return
-        entry = _Deadline(task, self._loop.time() + seconds)
+            raise RuntimeError("deadlines apply to tasks")
+        entry = _Deadline(task, self._loop.time() + seconds, self._loop)
         self._active.add(entry)
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(TICK_S, self._sweep)
         try:
-            yield
+            yield entry
         except asyncio.CancelledError:
             if entry.expired and task.uncancel() == 0:
                 raise TimeoutError from None
@@ -63,8 +72,11 @@ class Deadlines:
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
 
 
-def deadline(seconds: float) -> AbstractContextManager[None]:
-    """``with deadline(5): ...`` — like ``async with asyncio.timeout(5)`` at a 100 ms resolution."""
+def deadline(seconds: float) -> AbstractContextManager[_Deadline]:
+    """``with deadline(5): ...`` — like ``async with asyncio.timeout(5)`` at a 100 ms resolution.
+
+    ``deadline(math.inf)`` gives an idle watch: ``arm(s)`` before each wait, ``disarm()`` after.
+    """
     loop = asyncio.get_running_loop()
     manager = _per_loop.get(loop)
     if manager is None:

@@ -74,6 +74,7 @@ __all__ = [
     "error_to_openai",
     "generate_request_to_openai",
     "generate_response_from_openai",
+    "request_for_openai_upstream",
     "show_payload",
     "tags_payload",
     "version_payload",
@@ -434,6 +435,26 @@ def _params_to_openai(body: Mapping[str, Any]) -> JSON:
     out["stream"] = body.get("stream") is not False
     if out["stream"]:
         out["stream_options"] = {"include_usage": True}  # the final line reports real counts
+    return out
+
+
+_OLLAMA_ONLY = frozenset({"think", "options", "keep_alive"})
+
+
+def request_for_openai_upstream(body: JSON) -> JSON:
+    """An internal request translated from an Ollama client, readied for an OpenAI-compatible upstream.
+
+    :func:`chat_request_to_openai` keeps ``think``, ``options`` (``num_ctx``…) and ``keep_alive`` so
+    that an Ollama backend still gets them, but strict OpenAI-compatible APIs (OpenAI itself) refuse
+    unknown fields, so they are removed here. ``think`` becomes ``reasoning_effort``, unless the
+    request has one: ``true`` is ``medium``, a level (``low``/``medium``/``high``) is kept, and
+    ``false`` becomes nothing (OpenAI has no portable "off", and non-reasoning models reject the
+    field). The input is not modified.
+    """
+    out = {key: value for key, value in body.items() if key not in _OLLAMA_ONLY}
+    think = body.get("think")
+    if "reasoning_effort" not in out and think is not None and think is not False:
+        out["reasoning_effort"] = think if think in ("low", "medium", "high") else "medium"
     return out
 
 

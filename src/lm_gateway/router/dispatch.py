@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lm_gateway.config.schema import Mode, ProfileConfig, Provider, TierConfig
+from lm_gateway.config.schema import Mode, ProfileConfig, TierConfig
 from lm_gateway.router.table import RoutingTable
 
 DEFAULT_HINT = "hint:fast"
@@ -32,10 +32,14 @@ REPLY_TIER = TierConfig(name="reply", backend="reply", model="reply")
 
 @dataclass(slots=True)
 class RouteDecision:
+    """Where a request goes. ``tier`` starts as the tier the model name resolved to and ends as the
+    tier that answered; ``think_added`` says the tier's ``think`` was put in the body by routing."""
+
     profile: ProfileConfig
     requested_model: str
     mode: str
     tier: TierConfig
+    think_added: bool = False
 
 
 def route(
@@ -44,11 +48,17 @@ def route(
     *,
     bound_profile: str | None,
     expert: bool,
+    client: str | None = None,
 ) -> RouteDecision:
-    """Decide where ``body`` goes and rewrite it for that tier (``model``, system prompt, ``think``).
+    """Pick the profile, resolve the model name, apply the expert gate and the profile's prompt.
+
+    In dispatch mode the body is rewritten for the tier (``model``, ``think``). In classify and
+    escalate modes the mode chooses the tier, so the model name only selects the profile (when it
+    names one) or is checked (a tier or alias, through the expert gate), as in lm-gateway-rs.
 
     ``bound_profile`` is the profile of the client's key (or the public profile); a bound client may
-    not switch to another profile by naming it as the model.
+    not switch to another profile by naming it as the model, unless ``client`` (the name of the
+    ``[[clients]]`` entry whose key matched) lists that profile in its ``profiles``.
     """
     model = body.get("model")
     if model is None:
@@ -60,25 +70,38 @@ def route(
     named = table.profiles.get(model)
     if named is not None:
         if bound_profile is not None and named.name != bound_profile:
-            raise RoutingError(
-                403,
-                f"your client key is bound to profile '{bound_profile}' and may not use profile '{model}'",
-                code="profile_not_allowed",
-                type_="permission_error",
-            )
+            _check_profile_allowed(table, bound_profile, client, named.name)
         profile = named
 
     if profile.mode is Mode.REPLY:
         return RouteDecision(profile, model, "reply", tier=REPLY_TIER)
 
     tier = _resolve_tier(table, profile, model, named is not None)
-    _check_expert_gate(table, profile, tier, expert)
-    body["model"] = tier.model
+    dispatch = profile.mode is Mode.DISPATCH
+    if dispatch or named is None:
+        _check_expert_gate(table, profile, tier, expert)
     if profile.system_prompt:
         inject_system_prompt(body, profile.system_prompt)
-    if tier.think is not None and "think" not in body and _backend_understands_think(table, tier):
+    if not dispatch:
+        return RouteDecision(profile, model, profile.mode.value, tier=tier)
+    body["model"] = tier.model
+    think_added = tier.think is not None and "think" not in body and table.understands_think(tier)
+    if think_added:
         body["think"] = tier.think
-    return RouteDecision(profile, model, "dispatch", tier=tier)
+    return RouteDecision(profile, model, "dispatch", tier=tier, think_added=think_added)
+
+
+def _check_profile_allowed(table: RoutingTable, bound: str, client: str | None, wanted: str) -> None:
+    entry = table.clients.get(client) if client is not None else None
+    # The entry must also be bound to this profile: a name alone never widens access.
+    if entry is not None and entry.profile == bound and wanted in entry.profiles:
+        return
+    raise RoutingError(
+        403,
+        f"your client key is bound to profile '{bound}' and may not use profile '{wanted}'",
+        code="profile_not_allowed",
+        type_="permission_error",
+    )
 
 
 def _resolve_tier(
@@ -121,12 +144,6 @@ def _check_expert_gate(table: RoutingTable, profile: ProfileConfig, tier: TierCo
             code="expert_flag_required",
             type_="permission_error",
         )
-
-
-def _backend_understands_think(table: RoutingTable, tier: TierConfig) -> bool:
-    """Only Ollama takes a top-level ``think``; OpenAI-style APIs reject unknown fields."""
-    backend = table.config.backends.get(tier.backend)
-    return backend is not None and backend.provider is Provider.OLLAMA
 
 
 def inject_system_prompt(body: dict[str, Any], prompt: str) -> None:

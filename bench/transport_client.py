@@ -1,14 +1,15 @@
-"""Opt-in micro-benchmark: requests/s of the gateway's own pool vs the tuned aiohttp session.
+"""Micro-benchmark of the upstream client alone: the gateway's own pool vs a tuned aiohttp session.
 
-Not a timing assertion (machines and neighbours vary too much); it prints the figures: requests/s,
-and the client process's CPU time per request, which a busy neighbour disturbs much less. Run with
-``LMGW_TRANSPORT_BENCH=1 pytest tests/test_transport_benchmark.py -s`` (add
-``LMGW_TRANSPORT_BENCH_SECONDS=3`` for steadier numbers). The mock upstream runs in its own process,
-pinned to the last CPU when possible; this process is pinned to the first.
+Prints requests/s and the client process's CPU time per request (which a busy neighbour disturbs much
+less). Run from the repository root: ``python -m bench.transport_client [--seconds 3]``. The mock
+upstream runs in its own process, pinned to the last CPU when possible; this process to the first.
+The aiohttp session is tuned the way the gateway used it before it had its own transport (no cookie
+jar, no decompression, no automatic headers, environment read once).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -16,17 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+import aiohttp
 import uvloop
 
-from lm_gateway.http.client import close_session, new_session
 from lm_gateway.http.transport import Pool
-
-pytestmark = pytest.mark.skipif(
-    os.environ.get("LMGW_TRANSPORT_BENCH") != "1", reason="benchmark: set LMGW_TRANSPORT_BENCH=1 to run"
-)
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
@@ -35,7 +32,18 @@ HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench
 PATH = "/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
+def new_session(url: str) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30.0)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        trust_env=False,
+    )
+
+
+@contextmanager
 def mock_url() -> Iterator[str]:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     proc = subprocess.Popen(
@@ -80,7 +88,7 @@ async def _rate(work: Callable[[], Awaitable[None]], concurrency: int, seconds: 
 async def _compare(url: str, seconds: float, rounds: int) -> list[str]:
     pool = Pool(url)
     prepared = pool.prepare_headers(HEADERS)
-    session = new_session(256, 5.0, url)
+    session = new_session(url)
 
     async def pool_whole() -> None:
         await (await pool.request("POST", PATH, prepared, BODY)).read()
@@ -115,7 +123,7 @@ async def _compare(url: str, seconds: float, rounds: int) -> list[str]:
                     )
     finally:
         await pool.close()
-        await close_session(session)
+        await session.close()
     lines = []
     for kind, concurrency, _, _ in cases:
         pool_runs = runs[(kind, concurrency, "pool")]
@@ -130,8 +138,13 @@ async def _compare(url: str, seconds: float, rounds: int) -> list[str]:
     return lines
 
 
-def test_pool_vs_aiohttp_requests_per_second(mock_url: str) -> None:
-    seconds = float(os.environ.get("LMGW_TRANSPORT_BENCH_SECONDS", "1"))
-    lines = uvloop.run(_compare(mock_url, seconds, rounds=3))
-    print("\n" + "\n".join(lines))
-    assert len(lines) == 4
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=1.0, help="measured window per case and round")
+    args = parser.parse_args()
+    with mock_url() as url:
+        print("\n".join(uvloop.run(_compare(url, args.seconds, rounds=3))))
+
+
+if __name__ == "__main__":
+    main()

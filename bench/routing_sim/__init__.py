@@ -1,0 +1,1 @@
+"""Routing simulator and routing-overhead measurement (``python -m bench.routing_sim``)."""

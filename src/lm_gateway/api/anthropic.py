@@ -1,0 +1,196 @@
+"""Anthropic Messages API for clients (Claude Code, the ``anthropic`` SDK): ``/v1/messages`` and
+``/v1/messages/count_tokens``, routed through the same profiles and tiers to any backend.
+
+When the chosen backend is Anthropic too, the client's request is forwarded as it is (only ``model``
+and the profile's system prompt changed) and the answer relayed byte for byte; otherwise the request
+is translated to the internal format and the answer back, streams included. Errors use Anthropic's
+shape. The key may come as ``x-api-key`` or ``Authorization: Bearer`` (the SDK sends the latter).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
+from lm_gateway.api.common import BadRequest, parse_json_object
+from lm_gateway.api.translate import reencode
+from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
+from lm_gateway.http.server import Request, Response, StreamResponse, json_response
+from lm_gateway.protocols import ProtocolError
+from lm_gateway.protocols import anthropic as wire
+from lm_gateway.protocols.openai import content_text
+from lm_gateway.protocols.sse import encode_event
+from lm_gateway.router import RouteDecision
+
+if TYPE_CHECKING:
+    from lm_gateway.api.client import ClientAPI
+
+perf = time.perf_counter
+SSE_HEADERS = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
+MESSAGES = "/v1/messages"
+
+
+def anthropic_error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return json_response(status, wire.error_body(message, wire.error_type_for_status(status)), headers)
+
+
+def _from_openai_error(response: Response) -> Response:
+    """An error the shared layer shaped for OpenAI clients, in Anthropic's shape (its other headers,
+    such as ``WWW-Authenticate`` and the request id, kept)."""
+    payload = orjson.loads(response.body)
+    headers = [(name, value) for name, value in response.headers if name != "content-type"]
+    return json_response(response.status, wire.error_from_openai(payload, response.status), headers)
+
+
+def _event(item: tuple[str, dict[str, Any]]) -> bytes:
+    return encode_event(orjson.dumps(item[1]), event=item[0])
+
+
+def _error_frame(message: str, type_: str) -> bytes:
+    return encode_event(orjson.dumps(wire.error_body(message, type_ or "api_error")), event="error")
+
+
+def _native_preparer(body: dict[str, Any]) -> Callable[[dict[str, Any], RouteDecision], None]:
+    """How the client's own request is readied for an Anthropic tier: its ``model``, and the profile's
+    system prompt put before the client's (a string joins as text, a block list gets a text block
+    first, so the client's ``cache_control`` markers stay where they were).
+
+    Built from the client's original ``system``, so preparing again for a retry or a failover tier
+    rewrites the same values instead of stacking the profile's prompt once per attempt.
+    """
+    system = body.get("system")
+
+    def prepare(body: dict[str, Any], decision: RouteDecision) -> None:
+        body["model"] = decision.tier.model
+        prompt = decision.profile.system_prompt
+        if not prompt:
+            return
+        if isinstance(system, list):
+            body["system"] = [{"type": "text", "text": prompt}, *system]
+        elif isinstance(system, str) and system:
+            body["system"] = f"{prompt}\n\n{system}"
+        else:
+            body["system"] = prompt
+
+    return prepare
+
+
+class AnthropicEndpoints:
+    def __init__(self, api: ClientAPI) -> None:
+        self.api = api
+
+    def register(self, routes: dict[tuple[str, str], Endpoint]) -> None:
+        routes[("POST", MESSAGES)] = self.messages
+        routes[("POST", MESSAGES + "/count_tokens")] = self.count_tokens
+
+    async def messages(self, request: Request, rid: str) -> Response | StreamResponse:
+        started = perf()
+        api = self.api
+        who = api.identify(request)
+        if isinstance(who, Response):
+            return _from_openai_error(api.record_refusal(request, rid, who, started))
+        try:
+            body = parse_json_object(request)
+            internal, untranslatable = _internal_request(body)
+        except BadRequest as bad:
+            return _from_openai_error(api.record_refusal(request, rid, bad.response, started, who))
+        model = body.get("model")
+        entry = api.new_entry(rid, request, who, model, body.get("stream") is True)
+        native = _AnthropicClientCall(body, untranslatable)
+        try:
+            served = await api.run_chat(request, who, internal, entry, started, call=native)
+        except ChatFailed as failure:
+            headers = routing_headers(rid, entry)
+            if failure.retry_after and failure.retry_after.isdigit():
+                headers.append(("retry-after", failure.retry_after))
+            return anthropic_error(failure.status, failure.message, headers)
+        headers = routing_headers(rid, entry)
+        client_model = model if isinstance(model, str) else entry.model or ""
+        if served.stream is not None:
+            chunks = aiter(served.stream)
+            if not native.used:
+                translator = wire.StreamFromOpenAI(client_model)
+                chunks = reencode(served.stream, translator, _event, _error_frame)
+            relay, finished = api.watch_stream(entry, served.stream, chunks, started)
+            return StreamResponse(200, relay, headers + SSE_HEADERS, on_close=finished)
+        assert served.completion is not None
+        headers.append(("content-type", "application/json"))
+        if native.used:
+            return Response(200, served.completion.body, headers)
+        answer = wire.response_from_openai(orjson.loads(served.completion.body), model=client_model)
+        return Response(200, orjson.dumps(answer), headers)
+
+    async def count_tokens(self, request: Request, rid: str) -> Response:
+        """An estimate (no tokenizer): enough for clients that budget their context."""
+        who = self.api.identify(request)
+        if isinstance(who, Response):
+            return _from_openai_error(who)
+        try:
+            body = parse_json_object(request)
+        except BadRequest as bad:
+            return _from_openai_error(bad.response)
+        return json_response(200, {"input_tokens": wire.count_tokens_estimate(body)}, [("x-request-id", rid)])
+
+
+def _internal_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The internal request to route (and, for non-Anthropic tiers, to send), and why it cannot be
+    translated when it cannot.
+
+    A request using what only Anthropic has (server tools such as web search, newer content blocks)
+    still routes, on a text-only view of it: an Anthropic tier gets it forwarded as it is, any other
+    tier refuses it (:class:`_AnthropicClientCall`). Only malformed requests are refused up front.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest(anthropic_error(400, "messages: must be a non-empty array"))
+    if not isinstance(body.get("model"), str):
+        raise BadRequest(anthropic_error(400, "model: must be a string"))
+    try:
+        return wire.request_to_openai(body), None
+    except ProtocolError as exc:
+        return _text_view(body), str(exc)
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise BadRequest(anthropic_error(400, f"invalid request: {exc}")) from exc
+
+
+def _text_view(body: dict[str, Any]) -> dict[str, Any]:
+    """Just what routing reads (model, roles and text, stream) of a request that does not translate."""
+    system = content_text(body.get("system"), "\n\n")
+    messages = [{"role": "system", "content": system}] if system else []
+    for message in body["messages"]:
+        if isinstance(message, dict):
+            role = "assistant" if message.get("role") == "assistant" else "user"
+            messages.append({"role": role, "content": content_text(message.get("content"))})
+    return {"model": body["model"], "messages": messages, "stream": body.get("stream") is True}
+
+
+class _AnthropicClientCall(NativeCall):
+    """The caller for Anthropic clients: an Anthropic tier gets the client's own request; another
+    tier gets the translated one, or a 400 when the request has no translation."""
+
+    __slots__ = ("untranslatable",)
+
+    def __init__(self, body: dict[str, Any], untranslatable: str | None) -> None:
+        super().__init__("anthropic", MESSAGES, body, _native_preparer(body))
+        self.untranslatable = untranslatable
+
+    async def __call__(
+        self, backend: Backend, decision: RouteDecision, internal: dict[str, Any], stream: bool
+    ) -> Completion | ChatStream:
+        if self.untranslatable is not None and backend.protocol != "anthropic":
+            raise BackendError(
+                400,
+                f"tier '{decision.tier.name}' is not an Anthropic backend and this request cannot be "
+                f"translated for it: {self.untranslatable}",
+                code="untranslatable_request",
+                type_="invalid_request_error",
+            )
+        return await super().__call__(backend, decision, internal, stream)
