@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, parse_json_object
+from lm_gateway.api.common import BadRequest, parse_json_object, reshaped_error, stream_headers
 from lm_gateway.api.translate import reencode
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, json_response
@@ -30,11 +30,7 @@ if TYPE_CHECKING:
     from lm_gateway.api.client import ClientAPI
 
 perf = time.perf_counter
-SSE_HEADERS = [
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),
-]
+SSE_HEADERS = stream_headers("text/event-stream")
 MESSAGES = "/v1/messages"
 
 
@@ -43,11 +39,9 @@ def anthropic_error(status: int, message: str, headers: list[tuple[str, str]] | 
 
 
 def _from_openai_error(response: Response) -> Response:
-    """An error the shared layer shaped for OpenAI clients, in Anthropic's shape (its other headers,
-    such as ``WWW-Authenticate`` and the request id, kept)."""
-    payload = orjson.loads(response.body)
-    headers = [(name, value) for name, value in response.headers if name != "content-type"]
-    return json_response(response.status, wire.error_from_openai(payload, response.status), headers)
+    return reshaped_error(
+        response, lambda status, message: wire.error_body(message, wire.error_type_for_status(status))
+    )
 
 
 def _event(item: tuple[str, dict[str, Any]]) -> bytes:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.auth import Identity, authenticate_client
-from lm_gateway.api.common import request_id
+from lm_gateway.api.common import error_message, request_id
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response
 from lm_gateway.router import Caller, RouteDecision, RoutingError, Served, default_call, serve
@@ -152,7 +152,7 @@ class ClientAPI:
         response.headers.append(("x-request-id", rid))
         entry = self.new_entry(rid, request, who, None, False)
         entry.status = response.status
-        entry.error = _error_message(response.body)
+        entry.error = error_message(response.body)
         entry.latency_ms = (perf() - started) * 1000
         self.gateway.traffic.record(entry)
         return response
@@ -274,12 +274,3 @@ class _StreamTiming:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
                 await closer()
-
-
-def _error_message(body: bytes) -> str | None:
-    import orjson
-
-    try:
-        return str(orjson.loads(body)["error"]["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None

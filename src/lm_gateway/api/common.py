@@ -5,16 +5,38 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from lm_gateway.http.server import Request, Response, error_response
+from lm_gateway.http.server import Request, Response, error_response, json_response
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ID_PREFIX = os.urandom(4).hex()
 _ID_COUNTER = itertools.count(1)
 _JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+
+
+def stream_headers(content_type: str) -> list[tuple[str, str]]:
+    """Headers of a streamed answer; ``x-accel-buffering: no`` stops nginx from holding chunks back."""
+    return [("content-type", content_type), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+
+
+def error_message(body: bytes) -> str | None:
+    """The message of an OpenAI-shaped error body."""
+    try:
+        return str(orjson.loads(body)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def reshaped_error(response: Response, payload: Callable[[int, str], Any]) -> Response:
+    """An error the shared layer shaped for OpenAI clients, in another protocol's shape (its other
+    headers, such as ``WWW-Authenticate`` and the request id, kept)."""
+    message = error_message(response.body) or "request refused"
+    headers = [(name, value) for name, value in response.headers if name != "content-type"]
+    return json_response(response.status, payload(response.status, message), headers)
 
 
 class BadRequest(Exception):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, parse_json_object
+from lm_gateway.api.common import BadRequest, parse_json_object, reshaped_error, stream_headers
 from lm_gateway.api.translate import StreamTranslator, reencode
 from lm_gateway.backends import Backend, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, json_response
@@ -32,11 +32,7 @@ if TYPE_CHECKING:
     from lm_gateway.api.client import ClientAPI
 
 perf = time.perf_counter
-NDJSON_HEADERS = [
-    ("content-type", "application/x-ndjson"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),
-]
+NDJSON_HEADERS = stream_headers("application/x-ndjson")
 LATEST = ":latest"
 
 
@@ -45,12 +41,7 @@ def ollama_error(status: int, message: str, headers: list[tuple[str, str]] | Non
 
 
 def _from_openai_error(response: Response) -> Response:
-    try:
-        message = str(orjson.loads(response.body)["error"]["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = "request refused"
-    headers = [(name, value) for name, value in response.headers if name != "content-type"]
-    return ollama_error(response.status, message, headers)
+    return reshaped_error(response, lambda _status, message: {"error": message})
 
 
 def _line(obj: Any) -> bytes:

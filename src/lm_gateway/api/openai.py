@@ -9,9 +9,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object
+from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object, stream_headers
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
-from lm_gateway.router import RouteDecision, Served
+from lm_gateway.router import RouteDecision, Served, default_call
 from lm_gateway.traffic import TrafficEntry
 
 if TYPE_CHECKING:
@@ -19,11 +19,7 @@ if TYPE_CHECKING:
 
 perf = time.perf_counter
 JSON_HEADER = ("content-type", "application/json")
-SSE_HEADERS = [
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),
-]
+SSE_HEADERS = stream_headers("text/event-stream")
 
 
 class OpenAIEndpoints:
@@ -36,16 +32,19 @@ class OpenAIEndpoints:
         routes[("POST", "/v1/embeddings")] = self.embeddings
         routes[("POST", "/v1/completions")] = self.completions
 
+    async def chat_completions(self, request: Request, rid: str) -> Response | StreamResponse:
+        return await self._serve(request, rid, None)
+
     async def embeddings(self, request: Request, rid: str) -> Response | StreamResponse:
-        return await self._forwarded(request, rid, "/v1/embeddings")
+        return await self._serve(request, rid, "/v1/embeddings")
 
     async def completions(self, request: Request, rid: str) -> Response | StreamResponse:
         """The legacy completions API, passed through to backends that still serve it."""
-        return await self._forwarded(request, rid, "/v1/completions")
+        return await self._serve(request, rid, "/v1/completions")
 
-    async def _forwarded(self, request: Request, rid: str, path: str) -> Response | StreamResponse:
-        """Endpoints that exist only in the backend's own API: routed by model, forwarded as they are
-        (a backend that cannot serve ``path`` answers a clear 400)."""
+    async def _serve(self, request: Request, rid: str, forward_to: str | None) -> Response | StreamResponse:
+        """Chat completions (``forward_to`` None), or an endpoint that exists only in the backend's own
+        API, routed by model and forwarded as it is (a backend that cannot serve it answers 400)."""
         started = perf()
         api = self.api
         who = api.identify(request)
@@ -53,30 +52,18 @@ class OpenAIEndpoints:
             return api.record_refusal(request, rid, who, started)
         try:
             body = parse_json_object(request)
+            if forward_to is None:
+                check_chat_body(body)
         except BadRequest as bad:
             return api.record_refusal(request, rid, bad.response, started, who)
         entry = api.new_entry(rid, request, who, body.get("model"), body.get("stream") is True)
-        native = NativeCall("openai", path, body, _set_model, always=True)
+        call = (
+            default_call
+            if forward_to is None
+            else NativeCall("openai", forward_to, body, _set_model, always=True)
+        )
         try:
-            served = await api.run_chat(request, who, body, entry, started, call=native)
-        except ChatFailed as failure:
-            return openai_error(failure, routing_headers(rid, entry))
-        return self._answer(served, entry, rid, started)
-
-    async def chat_completions(self, request: Request, rid: str) -> Response | StreamResponse:
-        started = perf()
-        api = self.api
-        who = api.identify(request)
-        if isinstance(who, Response):
-            return api.record_refusal(request, rid, who, started)
-        try:
-            body = parse_json_object(request)
-            check_chat_body(body)
-        except BadRequest as bad:
-            return api.record_refusal(request, rid, bad.response, started, who)
-        entry = api.new_entry(rid, request, who, body.get("model"), body.get("stream") is True)
-        try:
-            served = await api.run_chat(request, who, body, entry, started)
+            served = await api.run_chat(request, who, body, entry, started, call=call)
         except ChatFailed as failure:
             return openai_error(failure, routing_headers(rid, entry))
         return self._answer(served, entry, rid, started)
