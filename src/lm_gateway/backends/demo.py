@@ -15,6 +15,7 @@ import orjson
 
 from lm_gateway.backends.base import Backend, ChatStream, Completion, ProbeResult
 from lm_gateway.config.schema import BackendConfig, Provider, TierConfig
+from lm_gateway.protocols.openai import last_user_text
 
 GREETING = "Hello from lm-gateway's built-in demo backend."
 
@@ -28,19 +29,7 @@ def demo_answer(body: dict[str, Any]) -> str:
 
 
 def _last_user_text(messages: Any) -> str:
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content.strip()
-            if isinstance(content, list):
-                texts = [
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                ]
-                return " ".join(t for t in texts if isinstance(t, str)).strip()
-    return ""
+    return last_user_text(messages).strip()
 
 
 def _count_words(text: str) -> int:

@@ -111,6 +111,25 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
     return media or "application/octet-stream", data
 
 
+def last_user_text(messages: Any) -> str:
+    """The text of the last user message (text parts joined by a space), or ``""``."""
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                )
+            return ""
+    return ""
+
+
 def content_text(content: Any, sep: str = "\n") -> str:
     """The text of a message ``content``: the string itself, or its ``text`` parts joined by ``sep``."""
     if isinstance(content, str):

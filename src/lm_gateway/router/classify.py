@@ -24,9 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lm_gateway.backends import BackendError
 from lm_gateway.config.schema import Mode
-from lm_gateway.http.deadline import deadline
 from lm_gateway.router.context import RequestContext
 from lm_gateway.router.escalate import start_tier
 from lm_gateway.router.labels import (
@@ -40,7 +38,7 @@ from lm_gateway.router.labels import (
 from lm_gateway.router.ladder import context_fit, explicit_target, spend_step_up, within_cost
 from lm_gateway.router.prerouter import pre_route
 from lm_gateway.router.table import ProfilePlan
-from lm_gateway.router.upstream import complete, content_of
+from lm_gateway.router.upstream import ask, content_of
 
 MAX_CASCADE_DEPTH = 8
 CLASSIFIER_MAX_TOKENS = 128
@@ -233,23 +231,17 @@ async def run_classifier(ctx: RequestContext, plan: ProfilePlan, text: str) -> C
     assert tier is not None
     profile = plan.profile
     think = bool(profile.classifier_think)
-    payload: dict[str, Any] = {
-        "model": tier.model,
-        "messages": [{"role": "system", "content": plan.prompt}, {"role": "user", "content": text}],
-        "stream": False,
-        "temperature": 0,
-        "max_tokens": CLASSIFIER_THINK_MAX_TOKENS if think else CLASSIFIER_MAX_TOKENS,
-    }
-    if ctx.table.understands_think(tier):
-        payload["think"] = think
-    try:
-        with deadline(profile.classifier_timeout_ms / 1000):
-            called = await complete(ctx, tier, payload, role="classifier", retry=False)
-    except TimeoutError:
-        ctx.note({"step": "classifier", "tier": tier.name, "outcome": "error", "reason": "timeout"})
+    called = await ask(
+        ctx,
+        tier,
+        [{"role": "system", "content": plan.prompt}, {"role": "user", "content": text}],
+        role="classifier",
+        max_tokens=CLASSIFIER_THINK_MAX_TOKENS if think else CLASSIFIER_MAX_TOKENS,
+        think=think,
+        timeout_s=profile.classifier_timeout_ms / 1000,
+    )
+    if called is None:
         return None
-    except BackendError:
-        return None  # the route already has the error
     result = parse_classification(content_of(called.completion.body), plan.known_labels)
     step: dict[str, Any] = {
         "step": "classifier",

@@ -26,7 +26,6 @@ import orjson
 
 from lm_gateway.backends import BackendError, ChatStream, Completion
 from lm_gateway.config.schema import TierConfig
-from lm_gateway.http.deadline import deadline
 from lm_gateway.router.context import RequestContext
 from lm_gateway.router.ladder import skip_reason, spend_step_up, tier_body
 from lm_gateway.router.prerouter import pre_route
@@ -44,7 +43,7 @@ from lm_gateway.router.sufficiency import (
     wants_json,
 )
 from lm_gateway.router.table import ProfilePlan
-from lm_gateway.router.upstream import collect, complete, content_of, open_stream
+from lm_gateway.router.upstream import ask, collect, complete, content_of, open_stream
 
 JUDGE_MAX_TOKENS = 256
 
@@ -255,22 +254,16 @@ async def _judge_call(
     tier = plan.judge
     assert tier is not None
     settings = plan.profile.sufficiency
-    payload: dict[str, Any] = {
-        "model": tier.model,
-        "messages": judge_messages(body, answer),
-        "stream": False,
-        "temperature": 0,
-        "max_tokens": JUDGE_MAX_TOKENS,
-    }
-    if ctx.table.understands_think(tier):
-        payload["think"] = False
-    try:
-        with deadline(settings.judge_timeout_ms / 1000):
-            called = await complete(ctx, tier, payload, role="judge", retry=False)
-    except TimeoutError:
-        ctx.note({"step": "judge", "tier": tier.name, "outcome": "error", "reason": "timeout"})
-        return None
-    except BackendError:
+    called = await ask(
+        ctx,
+        tier,
+        judge_messages(body, answer),
+        role="judge",
+        max_tokens=JUDGE_MAX_TOKENS,
+        think=False,
+        timeout_s=settings.judge_timeout_ms / 1000,
+    )
+    if called is None:
         return None
     score = parse_score(content_of(called.completion.body))
     step: dict[str, Any] = {"step": "judge", "tier": tier.name, "ms": round(called.ms, 1)}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_gateway.config.schema import PreRouteRule, TierConfig
+from lm_gateway.protocols.openai import last_user_text
 
 MAX_SCAN_CHARS = 32_000
 _FENCE = "```"
@@ -27,25 +28,6 @@ _CODE_LINE = re.compile(
     r"|[;{}][ \t]*$",
     re.MULTILINE,
 )
-
-
-def last_user_text(messages: Any) -> str:
-    """The text of the last user message (text parts joined by a space), or ``""``."""
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(
-                    part["text"]
-                    for part in content
-                    if isinstance(part, dict) and isinstance(part.get("text"), str)
-                )
-            return ""
-    return ""
 
 
 def looks_like_code(text: str) -> bool:

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from lm_gateway.protocols.openai import last_user_text
 from lm_gateway.router.labels import strip_reasoning
-from lm_gateway.router.prerouter import last_user_text
 
 HEURISTICS, LOGPROBS, JUDGE = "heuristics", "logprobs", "judge"
 CHECKS = (HEURISTICS, LOGPROBS, JUDGE)

@@ -26,6 +26,7 @@ import orjson
 
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.config.schema import TierConfig
+from lm_gateway.http.deadline import deadline
 from lm_gateway.protocols import ProtocolError
 from lm_gateway.protocols.openai import (
     DONE,
@@ -281,6 +282,38 @@ async def complete(
             completion = answer_tokens(content_of(result.body))
         cost = ctx.charge(tier, prompt if prompt is not None else estimate_request_tokens(body), completion)
     return Called(tier, result, ms, cost)
+
+
+async def ask(
+    ctx: RequestContext,
+    tier: TierConfig,
+    messages: list[dict[str, Any]],
+    *,
+    role: str,
+    max_tokens: int,
+    think: bool,
+    timeout_s: float,
+) -> Called | None:
+    """One auxiliary call (classifier, judge): deterministic, no retries (a slow or failing helper
+    must not hold the request up), bounded by its own timeout. None when it fails; the route notes
+    why."""
+    payload: dict[str, Any] = {
+        "model": tier.model,
+        "messages": messages,
+        "stream": False,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+    if ctx.table.understands_think(tier):
+        payload["think"] = think
+    try:
+        with deadline(timeout_s):
+            return await complete(ctx, tier, payload, role=role, retry=False)
+    except TimeoutError:
+        ctx.note({"step": role, "tier": tier.name, "outcome": "error", "reason": "timeout"})
+        return None
+    except BackendError:
+        return None  # the route already has the error
 
 
 def content_of(raw: bytes) -> str:
