@@ -1,4 +1,5 @@
-"""Command line: ``lm-gateway [serve] [--config PATH]``, ``lm-gateway check``, ``--healthcheck``."""
+"""Command line: ``lm-gateway [serve] [--config PATH] [--workers N]``, ``lm-gateway check``,
+``--healthcheck``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_healthcheck())
     if args.command == "check":
         raise SystemExit(_check(args.config))
-    raise SystemExit(_serve(args.config))
+    raise SystemExit(_serve(args.config, args.workers))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,6 +38,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="GET /healthz on 127.0.0.1:$LMG_CLIENT_PORT (default 8080); exit 0 when healthy",
     )
     parser.add_argument("--config", help="config file (else $LMG_CONFIG, else /etc/lm-gateway/config.toml)")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=os.environ.get("LMG_WORKERS") or "1",  # a string default goes through type=
+        help="worker processes serving the client port ('auto': one per usable core; else $LMG_WORKERS, "
+        "else 1); see lm_gateway/workers.py",
+    )
     sub = parser.add_subparsers(dest="command")
     for name, text in (
         ("serve", "run the gateway (the default)"),
@@ -44,10 +52,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument("--config", dest="config", default=argparse.SUPPRESS, help="config file")
+        if name == "serve":
+            command.add_argument("--workers", type=_workers, default=argparse.SUPPRESS, help="see above")
     args = parser.parse_args(argv)
     if args.command is None:
         args.command = "serve"
     return args
+
+
+def _workers(raw: str) -> int:
+    """``--workers``: a count from 1 up, or ``auto`` for one per core this process may run on."""
+    if raw.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of processes (1 or more) or 'auto', got {raw!r}")
+    return int(raw)
 
 
 def _healthcheck() -> int:
@@ -103,7 +122,7 @@ def _check(cli_path: str | None) -> int:
     return 0
 
 
-def _serve(cli_path: str | None) -> int:
+def _serve(cli_path: str | None, workers: int = 1) -> int:
     started = time.perf_counter()
     from lm_gateway.config import ConfigError, find_config_path, load_config
 
@@ -126,18 +145,26 @@ def _serve(cli_path: str | None) -> int:
 
     from lm_gateway.server import Gateway
 
-    loader = (lambda: load_config(path)) if path is not None else None
+    # A reload applies the same port overrides (else it would see the ports as changed).
+    loader = (lambda: _with_port_overrides(load_config(path), os.environ)) if path is not None else None
     _install_uvloop()
-    gateway = Gateway(config, loader)
+    if workers > 1:  # a supervisor with the admin port, and N worker processes on the client port
+        from lm_gateway.workers import Supervisor
+
+        gateway: Gateway = Supervisor(config, loader, workers, path)
+    else:
+        gateway = Gateway(config, loader)
 
     async def run() -> None:
         await gateway.start()
         log.info("lm-gateway %s ready in %.0f ms", __version__, (time.perf_counter() - started) * 1000)
         await gateway.run_forever()
 
+    from lm_gateway.tracing import TracingUnavailable
+
     try:
         asyncio.run(run())
-    except OSError as err:
+    except (OSError, TracingUnavailable) as err:
         log.error("cannot start: %s", err)
         return 2
     except KeyboardInterrupt:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from lm_gateway.api.admin import AdminAPI
 from lm_gateway.api.client import ClientAPI
-from lm_gateway.api.metrics import track_in_flight
+from lm_gateway.api.limits import server_limits
+from lm_gateway.api.metrics import backend_runtime, track_in_flight
+from lm_gateway.api.openapi import serve_openapi
 from lm_gateway.backends import Backend
 from lm_gateway.config import Config, ConfigError
-from lm_gateway.http.server import HttpServer, ServerLimits
+from lm_gateway.config.watch import ConfigWatcher
+from lm_gateway.http.server import HttpProtocol, HttpServer, ServerLimits
 from lm_gateway.router.cost import CostLedger
 from lm_gateway.state import GatewayState, build_state
 from lm_gateway.traffic import TrafficLog
@@ -25,9 +31,15 @@ RETIRE_GRACE_S = 120.0
 
 
 class Gateway:
-    def __init__(self, config: Config, loader: Callable[[], Config] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loader: Callable[[], Config] | None = None,
+        traffic: TrafficLog | None = None,
+    ) -> None:
         self.state: GatewayState = build_state(config)[0]
-        self.traffic = TrafficLog(config.gateway.traffic_log_capacity)
+        # ``traffic``: a --workers worker passes a log that forwards its entries to the supervisor.
+        self.traffic = traffic if traffic is not None else TrafficLog(config.gateway.traffic_log_capacity)
         # Cost per tier, profile and client since start (the traffic ring only holds the recent).
         self.costs = CostLedger()
         self.traffic.subscribe(self.costs.record)
@@ -40,22 +52,54 @@ class Gateway:
         self._servers: list[HttpServer] = []
         self._stopped = asyncio.Event()
         self._retire_tasks: set[asyncio.Task[object]] = set()
+        # Security and reload (issue #6): the client port's limits (updated in place by a reload)
+        # and the config file watcher.
+        self._client_limits = server_limits(config.gateway)
+        self._watcher: ConfigWatcher | None = None
+        self._stop_tracing: Callable[[], None] | None = None
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self._stop_tracing is not None
 
     def uptime(self) -> float:
         return time.time() - self.started_at
 
     async def start(self) -> None:
+        await self.start_client()
+        await self.start_admin()
+        self.start_watcher()
+        endpoint = self.state.config.gateway.otlp_endpoint
+        if endpoint:  # spans are built from the traffic log, so only the process that holds it traces
+            from lm_gateway.tracing import start_tracing
+
+            self._stop_tracing = start_tracing(endpoint, self.traffic)
+        self._report_startup()
+
+    async def start_client(self, sock: socket.socket | None = None) -> None:
+        """Open the client listener. ``sock``: an already listening socket, served as it is instead
+        of binding ``client_host:client_port`` (a ``--workers`` worker's, bound with SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         gateway = self.state.config.gateway
-        limits = ServerLimits(max_body_bytes=gateway.max_body_bytes)
-        admin_limits = ServerLimits(max_body_bytes=1024 * 1024)
-        client = HttpServer(track_in_flight(self._client_api.handle, self.traffic), limits, loop)
-        admin = HttpServer(self._admin_api.handle, admin_limits, loop)
-        self.client_port = await client.listen(gateway.client_host, gateway.client_port)
+        client = HttpServer(track_in_flight(self._client_api.handle, self.traffic), self._client_limits, loop)
+        if sock is None:
+            self.client_port = await client.listen(gateway.client_host, gateway.client_port)
+        else:
+            self.client_port = await _serve_socket(client, sock)
         self._servers.append(client)
+
+    async def start_admin(self) -> None:
+        loop = asyncio.get_running_loop()
+        gateway = self.state.config.gateway
+        admin_limits = ServerLimits(max_body_bytes=1024 * 1024)
+        admin = HttpServer(serve_openapi(self, self._admin_api.handle), admin_limits, loop)
         self.admin_port = await admin.listen(gateway.admin_host, gateway.admin_port)
         self._servers.append(admin)
-        self._report_startup()
+
+    def backend_runtime(self) -> dict[str, dict[str, Any]]:
+        """Each backend's circuit breaker and concurrency gate, as the admin API and /metrics show
+        them (the ``--workers`` supervisor overrides this with the sum of its workers' states)."""
+        return backend_runtime(self.state)
 
     def _report_startup(self) -> None:
         state = self.state
@@ -91,6 +135,7 @@ class Gateway:
             return list(err.problems)
         state, retired = build_state(config, self.state)
         self.state = state
+        self._client_limits.update(server_limits(config.gateway))
         self.traffic.resize(config.gateway.traffic_log_capacity)
         old = self._servers[0] if self._servers else None
         if old is not None and (
@@ -102,6 +147,15 @@ class Gateway:
             self._retire(backend)
         log.info("config reloaded from %s", config.source)
         return []
+
+    def start_watcher(self) -> None:
+        """Reload when the config files change (``gateway.watch_config``, polled; it can be turned on
+        and off by a reload). Only for a config read from a file."""
+        source = Path(self.state.config.source)
+        if self._loader is None or self._watcher is not None or not source.is_file():
+            return
+        self._watcher = ConfigWatcher(source, lambda: self.state.config.gateway, self.reload)
+        self._watcher.start()
 
     def _reload_in_background(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
@@ -121,17 +175,23 @@ class Gateway:
         """Stop accepting, let in-flight requests and streams finish, then close upstream pools."""
         if drain_timeout is None:
             drain_timeout = self.state.config.gateway.drain_timeout_ms / 1000
+        if self._watcher is not None:
+            await self._watcher.stop()
         self._admin_api.end_feeds()  # open dashboards must not hold up the drain
         await asyncio.gather(*(server.drain(drain_timeout) for server in self._servers))
         for task in list(self._retire_tasks):
             task.cancel()
         await asyncio.gather(*(b.close() for b in self.state.backends.values()), return_exceptions=True)
+        if self._stop_tracing is not None:
+            await asyncio.to_thread(self._stop_tracing)  # flushes the spans still queued
+            self._stop_tracing = None
         self._stopped.set()
 
-    async def run_forever(self) -> None:
-        """After :meth:`start`: serve until SIGTERM/SIGINT, then drain and return. SIGHUP reloads."""
+    async def run_forever(self, stop_requested: asyncio.Event | None = None) -> None:
+        """After :meth:`start`: serve until SIGTERM/SIGINT (or ``stop_requested``: a --workers worker
+        whose supervisor is gone), then drain and return. SIGHUP reloads."""
         loop = asyncio.get_running_loop()
-        stop_requested = asyncio.Event()
+        stop_requested = stop_requested or asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
@@ -139,3 +199,10 @@ class Gateway:
         log.info("shutting down: draining in-flight requests")
         await self.stop()
         log.info("stopped")
+
+
+async def _serve_socket(server: HttpServer, sock: socket.socket) -> int:
+    """Serve an already listening socket with ``server``: what ``HttpServer.listen`` does after its
+    bind (``listen`` binds by host and port; asyncio takes a ready socket only through ``sock=``)."""
+    server._server = await server.loop.create_server(lambda: HttpProtocol(server), sock=sock, backlog=1024)
+    return int(sock.getsockname()[1])

@@ -25,7 +25,7 @@ import orjson
 from lm_gateway.api.admin_route import route_endpoint
 from lm_gateway.api.auth import check_admin
 from lm_gateway.api.common import query_params, request_id
-from lm_gateway.api.metrics import backend_runtime, render_metrics
+from lm_gateway.api.metrics import render_metrics
 from lm_gateway.backends import ProbeResult
 from lm_gateway.config import redacted_view
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
@@ -109,6 +109,11 @@ class AdminAPI:
         self._probes: dict[str, ProbeSnapshot] = {}
         self._feeds: set[LiveFeed] = set()
         self._stats_cache: tuple[float, bytes] | None = None
+
+    def add_route(self, method: str, path: str, handler: AdminHandler) -> None:
+        """One more endpoint, behind the admin token like the others (``--workers``: /admin/workers)."""
+        self._routes[(method, path)] = handler
+        self._paths.add(path)
 
     async def handle(self, request: Request) -> Response | StreamResponse:
         rid = request_id(request)
@@ -227,7 +232,7 @@ class AdminAPI:
         names = [only] if only is not None else list(state.backends)
         results = await asyncio.gather(*(state.backends[n].probe(PROBE_TIMEOUT_S) for n in names))
         now = time.time()
-        runtime = backend_runtime(state)
+        runtime = self.gateway.backend_runtime()  # the sum of all workers' with --workers
         items: list[dict[str, Any]] = []
         for name, result in zip(names, results, strict=True):
             self._probes[name] = ProbeSnapshot(result, now)
@@ -408,7 +413,7 @@ def dashboard_stats(gateway: Gateway, probes: dict[str, ProbeSnapshot]) -> dict[
             }
             for p in state.config.profiles.values()
         ],
-        "backends": _backends(state, routes, covered, probes),
+        "backends": _backends(state, routes, covered, probes, gateway.backend_runtime()),
         "series": traffic.series(now),
     }
 
@@ -458,8 +463,8 @@ def _backends(
     routes: dict[RouteKey, Aggregate],
     covered: float,
     probes: dict[str, ProbeSnapshot],
+    runtime: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    runtime = backend_runtime(state)
     items = []
     for name in state.backends:
         aggregate = merged(a for (_, owner), a in routes.items() if owner == name)

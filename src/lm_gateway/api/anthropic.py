@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, parse_json_object, reshaped_error, stream_headers
+from lm_gateway.api.common import BadRequest, reshaped_error, stream_headers
 from lm_gateway.api.translate import reencode
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, json_response
@@ -84,15 +84,17 @@ class AnthropicEndpoints:
     def register(self, routes: dict[tuple[str, str], Endpoint]) -> None:
         routes[("POST", MESSAGES)] = self.messages
         routes[("POST", MESSAGES + "/count_tokens")] = self.count_tokens
+        for path in (MESSAGES, MESSAGES + "/count_tokens"):
+            self.api.error_shapes[path] = _from_openai_error
 
     async def messages(self, request: Request, rid: str) -> Response | StreamResponse:
         started = perf()
         api = self.api
-        who = api.identify(request)
+        who = await api.identify(request)
         if isinstance(who, Response):
             return _from_openai_error(api.record_refusal(request, rid, who, started))
         try:
-            body = parse_json_object(request)
+            body = api.parse_body(request)
             internal, untranslatable = _internal_request(body)
         except BadRequest as bad:
             return _from_openai_error(api.record_refusal(request, rid, bad.response, started, who))
@@ -102,10 +104,9 @@ class AnthropicEndpoints:
         try:
             served = await api.run_chat(request, who, internal, entry, started, call=native)
         except ChatFailed as failure:
-            headers = routing_headers(rid, entry)
-            if failure.retry_after and failure.retry_after.isdigit():
-                headers.append(("retry-after", failure.retry_after))
-            return anthropic_error(failure.status, failure.message, headers)
+            return anthropic_error(
+                failure.status, failure.message, failure.response_headers(routing_headers(rid, entry))
+            )
         headers = routing_headers(rid, entry)
         client_model = model if isinstance(model, str) else entry.model or ""
         if served.stream is not None:
@@ -124,14 +125,19 @@ class AnthropicEndpoints:
 
     async def count_tokens(self, request: Request, rid: str) -> Response:
         """An estimate (no tokenizer): enough for clients that budget their context."""
-        who = self.api.identify(request)
+        who = await self.api.identify(request)
         if isinstance(who, Response):
             return _from_openai_error(who)
         try:
-            body = parse_json_object(request)
+            body = self.api.parse_body(request)
+            _check_messages_request(body)
+            estimate = wire.count_tokens_estimate(body)
         except BadRequest as bad:
             return _from_openai_error(bad.response)
-        return json_response(200, {"input_tokens": wire.count_tokens_estimate(body)}, [("x-request-id", rid)])
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # The estimate reads fields of any shape; one it cannot read is the client's mistake.
+            return anthropic_error(400, f"invalid request: {type(exc).__name__}: {str(exc)[:200]}")
+        return json_response(200, {"input_tokens": estimate}, [("x-request-id", rid)])
 
 
 def _internal_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -142,17 +148,22 @@ def _internal_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]
     still routes, on a text-only view of it: an Anthropic tier gets it forwarded as it is, any other
     tier refuses it (:class:`_AnthropicClientCall`). Only malformed requests are refused up front.
     """
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest(anthropic_error(400, "messages: must be a non-empty array"))
-    if not isinstance(body.get("model"), str):
-        raise BadRequest(anthropic_error(400, "model: must be a string"))
+    _check_messages_request(body)
     try:
         return wire.request_to_openai(body), None
     except ProtocolError as exc:
         return _text_view(body), str(exc)
     except (TypeError, AttributeError, KeyError) as exc:
         raise BadRequest(anthropic_error(400, f"invalid request: {exc}")) from exc
+
+
+def _check_messages_request(body: dict[str, Any]) -> None:
+    """What a Messages request needs before anything reads it: messages and a model."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest(anthropic_error(400, "messages: must be a non-empty array"))
+    if not isinstance(body.get("model"), str):
+        raise BadRequest(anthropic_error(400, "model: must be a string"))
 
 
 def _text_view(body: dict[str, Any]) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def _backend_families(gateway: Gateway, probes: Mapping[str, bool]) -> Iterator[
     queued = GaugeMetricFamily(
         "lmg_backend_gate_queued", "Calls waiting for the backend's concurrency gate.", labels=["backend"]
     )
-    for name, runtime in sorted(backend_runtime(gateway.state).items()):
+    for name, runtime in sorted(gateway.backend_runtime().items()):
         if runtime["circuit"] is not None:
             for state in CIRCUIT_STATES:
                 circuit.add_metric([name, state], 1 if runtime["circuit"]["state"] == state else 0)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, parse_json_object, reshaped_error, stream_headers
+from lm_gateway.api.common import BadRequest, reshaped_error, stream_headers
 from lm_gateway.api.translate import StreamTranslator, reencode
 from lm_gateway.backends import Backend, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, json_response
@@ -108,22 +108,25 @@ class OllamaEndpoints:
         routes[("POST", "/api/show")] = self.show
         routes[("POST", "/api/chat")] = self.chat
         routes[("POST", "/api/generate")] = self.generate
+        for _method, path in routes:
+            if path.startswith("/api/"):
+                self.api.error_shapes[path] = _from_openai_error
 
     async def version(self, request: Request, rid: str) -> Response:
         return json_response(200, wire.version_payload())
 
     async def tags(self, request: Request, rid: str) -> Response:
-        who = self.api.identify(request)
+        who = await self.api.identify(request)
         if isinstance(who, Response):
             return _from_openai_error(who)
         return json_response(200, wire.tags_payload(self._model_names(who)), [("x-request-id", rid)])
 
     async def show(self, request: Request, rid: str) -> Response:
-        who = self.api.identify(request)
+        who = await self.api.identify(request)
         if isinstance(who, Response):
             return _from_openai_error(who)
         try:
-            body = parse_json_object(request)
+            body = self.api.parse_body(request)
         except BadRequest as bad:
             return _from_openai_error(bad.response)
         name = _strip_latest(body.get("model") or body.get("name"))
@@ -156,15 +159,15 @@ class OllamaEndpoints:
     ) -> Response | StreamResponse:
         started = perf()
         api = self.api
-        who = api.identify(request)
+        who = await api.identify(request)
         if isinstance(who, Response):
             return _from_openai_error(api.record_refusal(request, rid, who, started))
         try:
-            body = parse_json_object(request)
+            body = api.parse_body(request)
             internal = to_internal(body)
         except BadRequest as bad:
             return _from_openai_error(api.record_refusal(request, rid, bad.response, started, who))
-        except (ProtocolError, TypeError, AttributeError) as exc:
+        except (ProtocolError, TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
             return api.record_refusal(
                 request, rid, ollama_error(400, f"invalid request: {exc}"), started, who
             )
@@ -183,7 +186,7 @@ class OllamaEndpoints:
         except ChatFailed as failure:
             headers = routing_headers(rid, entry)
             if not self._errors_as_message(entry.profile):
-                return ollama_error(failure.status, failure.message, headers)
+                return ollama_error(failure.status, failure.message, failure.response_headers(headers))
             return _spoken_failure(failure.message, requested, generate, stream, headers)
         headers = routing_headers(rid, entry)
         if served.stream is not None:

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
-from lm_gateway.api.common import BadRequest, check_chat_body, parse_json_object, stream_headers
+from lm_gateway.api.common import BadRequest, check_chat_body, stream_headers
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
 from lm_gateway.router import RouteDecision, Served, default_call
 from lm_gateway.traffic import TrafficEntry
@@ -47,11 +47,11 @@ class OpenAIEndpoints:
         API, routed by model and forwarded as it is (a backend that cannot serve it answers 400)."""
         started = perf()
         api = self.api
-        who = api.identify(request)
+        who = await api.identify(request)
         if isinstance(who, Response):
             return api.record_refusal(request, rid, who, started)
         try:
-            body = parse_json_object(request)
+            body = api.parse_body(request)
             if forward_to is None:
                 check_chat_body(body)
         except BadRequest as bad:
@@ -80,7 +80,7 @@ class OpenAIEndpoints:
         return Response(200, served.completion.body, headers)
 
     async def models(self, request: Request, rid: str) -> Response:
-        who = self.api.identify(request)
+        who = await self.api.identify(request)
         if isinstance(who, Response):
             who.headers.append(("x-request-id", rid))
             return who
@@ -108,8 +108,10 @@ def _set_model(body: dict[str, Any], decision: RouteDecision) -> None:
 
 
 def openai_error(failure: ChatFailed, headers: list[tuple[str, str]]) -> Response:
-    if failure.retry_after and failure.retry_after.isdigit():
-        headers.append(("retry-after", failure.retry_after))
     return error_response(
-        failure.status, failure.message, type_=failure.type, code=failure.code, headers=headers
+        failure.status,
+        failure.message,
+        type_=failure.type,
+        code=failure.code,
+        headers=failure.response_headers(headers),
     )

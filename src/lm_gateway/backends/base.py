@@ -93,6 +93,9 @@ class Backend(abc.ABC):
         self.config = config
         self.name = config.name
         self._key = key
+        # The key as bytes, only for removing it from what an upstream sends back (an upstream may
+        # echo the key it was sent; relayed bytes are scrubbed with this before a client sees them).
+        self.key_bytes: bytes | None = key.reveal().encode() if key is not None and key.reveal() else None
 
     @abc.abstractmethod
     async def chat(self, body: dict[str, Any], tier: TierConfig) -> Completion: ...

@@ -105,12 +105,14 @@ def _client_view(client: ClientConfig, config: Config) -> dict[str, Any]:
 
 
 def _client_routing_view(client: ClientConfig) -> dict[str, Any]:
-    """A client's extra profiles and escalation budget, shown only when set."""
+    """A client's extra profiles, escalation budget and limits, shown only when set."""
     view: dict[str, Any] = {}
     if client.profiles:
         view["profiles"] = list(client.profiles)
-    if client.max_escalations_per_minute is not None:
-        view["max_escalations_per_minute"] = client.max_escalations_per_minute
+    for key in ("max_escalations_per_minute", "rate_limit_rpm", "max_concurrent_streams"):
+        value = getattr(client, key)
+        if value is not None:
+            view[key] = value
     return view
 
 

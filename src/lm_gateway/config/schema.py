@@ -95,6 +95,23 @@ class GatewayConfig:
     # cool-down one probe request is let through (half-open) and its outcome closes or reopens it.
     circuit_min_failures: int = 3
     circuit_cooldown_ms: int = 30_000
+    # Security and limits (lm-gateway additions). Addresses (or CIDR networks) of reverse proxies whose
+    # X-Forwarded-For is believed when finding a request's client IP (per-IP rate limit, traffic log).
+    trusted_proxies: tuple[str, ...] = ()
+    # Request bodies: deepest JSON nesting and most `messages` accepted (400 beyond).
+    max_json_depth: int = 64
+    max_messages: int = 10_000
+    # The client port's HTTP server: request line + headers size (431 beyond), time to send a whole
+    # request once its first byte arrived, and how long an idle keep-alive connection is kept.
+    max_header_bytes: int = 64 * 1024
+    header_timeout_ms: int = 30_000
+    idle_timeout_ms: int = 75_000
+    # Reload when the config file, conf.d/*.toml or the profile files change (polled).
+    watch_config: bool = True
+    watch_interval_ms: int = 2_000
+    # OpenTelemetry: export one span per request to this OTLP/HTTP collector (e.g.
+    # "http://127.0.0.1:4318"); needs the `otel` extra. None = off, at zero cost.
+    otlp_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +242,10 @@ class ClientConfig:
     # automatic step-ups up the ladder per minute (escalations, label/rule/context moves up).
     profiles: tuple[str, ...] = ()
     max_escalations_per_minute: int | None = None
+    # Requests per minute for this key (a token bucket, like gateway.rate_limit_rpm), and streamed
+    # answers it may have open at once; None = no limit.
+    rate_limit_rpm: int | None = None
+    max_concurrent_streams: int | None = None
 
     @property
     def display_name(self) -> str:

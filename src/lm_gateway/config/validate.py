@@ -8,6 +8,7 @@ would fix it. Errors make the load fail; warnings are kept on ``Config.warnings`
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -32,6 +33,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROFILE_FIELDS = frozenset(ProfileConfig.__dataclass_fields__)
 _MAX_CYCLES_REPORTED = 20
 SUFFICIENCY_CHECKS = ("heuristics", "logprobs", "judge")
+# A backend host: a DNS name (ASCII letters, digits, dots, dashes, underscores) or an IP address
+# (urlsplit strips the brackets of an IPv6 literal).
+_HOST_OK = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,12 @@ def url_problems(url: str) -> list[str]:
     """What is wrong with a backend ``base_url``. Never echoes the URL (it may hold credentials)."""
     if any(char.isspace() for char in url):
         return ["must not contain whitespace or line breaks"]
+    if any(not char.isprintable() for char in url):
+        return ["must not contain control characters"]
+    if "\\" in url:
+        # Parsers disagree on backslashes (WHATWG reads them as "/", urlsplit does not): a classic
+        # way to make a URL mean one host to the validator and another to the client.
+        return ["must not contain a backslash"]
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
@@ -86,6 +96,11 @@ def url_problems(url: str) -> list[str]:
         )
     if not parts.hostname:
         problems.append("has no host (expected e.g. http://127.0.0.1:11434)")
+    elif not _HOST_OK.fullmatch(parts.hostname):
+        problems.append(
+            "has a host with characters other than letters, digits, '.', '-', '_' or an IPv6 address "
+            "(write an internationalised name in its xn-- form; no %-escapes)"
+        )
     if parts.query or "?" in url:
         problems.append("must not contain a query string (?...)")
     if parts.fragment or "#" in url:
@@ -172,7 +187,29 @@ class _Validator:
         self.at_least("gateway.drain_timeout_ms", gateway.drain_timeout_ms, 1)
         self.at_least("gateway.circuit_min_failures", gateway.circuit_min_failures, 1)
         self.at_least("gateway.circuit_cooldown_ms", gateway.circuit_cooldown_ms, 1)
+        self.check_gateway_limits(gateway)
         self.check_gateway_refs(gateway)
+
+    def check_gateway_limits(self, gateway: GatewayConfig) -> None:
+        """The request limits, the client port's timeouts, the config watcher and trusted proxies."""
+        # orjson refuses nesting beyond 1024 by itself; deeper limits would only be misleading.
+        self.between("gateway.max_json_depth", gateway.max_json_depth, 2, 1000)
+        self.at_least("gateway.max_messages", gateway.max_messages, 1)
+        self.at_least("gateway.max_header_bytes", gateway.max_header_bytes, 1024)
+        self.at_least("gateway.header_timeout_ms", gateway.header_timeout_ms, 1)
+        self.at_least("gateway.idle_timeout_ms", gateway.idle_timeout_ms, 1)
+        self.at_least("gateway.watch_interval_ms", gateway.watch_interval_ms, 100)
+        if gateway.otlp_endpoint is not None:
+            for problem in url_problems(gateway.otlp_endpoint):
+                self.error("gateway.otlp_endpoint", problem)
+        for index, proxy in enumerate(gateway.trusted_proxies):
+            try:
+                ipaddress.ip_network(proxy.strip(), strict=False)
+            except ValueError:
+                self.error(
+                    index_path("gateway.trusted_proxies", index),
+                    f'\'{proxy[:60]}\' is not an IP address or network (e.g. "10.0.0.0/8" or "127.0.0.1")',
+                )
 
     def check_gateway_refs(self, gateway: GatewayConfig) -> None:
         public = gateway.public_profile
@@ -430,19 +467,30 @@ class _Validator:
         self.at_least(
             f"{path}.max_escalations_per_minute", client.max_escalations_per_minute, 0, "0 never steps up"
         )
+        self.at_least(f"{path}.rate_limit_rpm", client.rate_limit_rpm, 0, "0 disables the limit")
+        self.at_least(
+            f"{path}.max_concurrent_streams", client.max_concurrent_streams, 1, "omit it for no limit"
+        )
 
     def check_client_names(self) -> None:
-        """Extra profiles and escalation budgets are looked up by client name: it must be unique."""
+        """Extra profiles, escalation budgets and the per-client limits are looked up by client name:
+        it must be unique among the clients that use them."""
         seen: dict[str, int] = {}
         for index, client in enumerate(self.config.clients):
             first = seen.setdefault(client.display_name, index)
-            routed = client.profiles or client.max_escalations_per_minute is not None
+            routed = (
+                client.profiles
+                or client.max_escalations_per_minute is not None
+                or client.rate_limit_rpm
+                or client.max_concurrent_streams is not None
+            )
             if first != index and routed:
                 path = index_path("clients", self.position("clients", index))
                 self.error(
                     f"{path}.name",
                     f"'{client.display_name}' also names clients[{self.position('clients', first)}]; give "
-                    "each client with profiles or max_escalations_per_minute its own name",
+                    "each client with profiles, max_escalations_per_minute, rate_limit_rpm or "
+                    "max_concurrent_streams its own name",
                 )
 
     def check_coverage(self) -> None:

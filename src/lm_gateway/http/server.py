@@ -131,7 +131,13 @@ def error_response(
 
 
 class ServerLimits:
-    """Bounds that keep one client from holding resources it should not."""
+    """Bounds that keep one client from holding resources it should not.
+
+    ``header_timeout`` is the time a client has to send a whole request (head and body) once its
+    first byte arrived (slowloris); ``idle_timeout`` closes keep-alive connections with nothing to do,
+    and also clients that stop reading a response. Connections read their server's one instance, so
+    :meth:`update` (a config reload) applies to open connections too.
+    """
 
     __slots__ = ("header_timeout", "idle_timeout", "max_body_bytes", "max_header_bytes", "max_pipelined")
 
@@ -148,6 +154,11 @@ class ServerLimits:
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.max_pipelined = max_pipelined
+
+    def update(self, other: ServerLimits) -> None:
+        """Take ``other``'s values in place (timers already armed keep their old deadline)."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(other, name))
 
 
 class _Rejected(Exception):
@@ -251,6 +262,9 @@ class HttpProtocol(asyncio.Protocol):
         if key in self._headers:
             if key == "cookie":
                 self._headers[key] += "; " + text
+                return
+            if key == "x-forwarded-for":  # a list header: repeated lines are one list, in order
+                self._headers[key] += ", " + text
                 return
             if self._dups is None:
                 self._dups = set()
@@ -364,8 +378,8 @@ class HttpProtocol(asyncio.Protocol):
                 if self._closing:
                     return False
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                if not self._can_write.is_set():
-                    await self._can_write.wait()
+                if not self._can_write.is_set() and not await self._writable():
+                    return False
             if self._closing:
                 return False
             transport.write(b"0\r\n\r\n")
@@ -388,6 +402,18 @@ class HttpProtocol(asyncio.Protocol):
                 response.on_close(completed)
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    async def _writable(self) -> bool:
+        """Wait for the client to read what is buffered; a client that stops reading for the idle
+        timeout is cut off, so it cannot hold a stream (and its upstream request) open forever."""
+        try:
+            await asyncio.wait_for(self._can_write.wait(), self._limits.idle_timeout)
+        except TimeoutError:
+            log.debug("client stopped reading a streamed response; closing the connection")
+            self._closing = True
+            self.abort()
+            return False
+        return not self._closing
 
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
@@ -419,8 +445,14 @@ class HttpProtocol(asyncio.Protocol):
     def _on_timeout(self) -> None:
         self._timer = None
         if self._task is None:
-            # Idle keep-alive connection, or a client too slow to send its request.
-            self._close()
+            # Idle keep-alive connection, or a client too slow to send its request. A client that
+            # has not even read its last response would keep a graceful close waiting: abort it.
+            transport = self._transport
+            if transport is not None and transport.get_write_buffer_size():
+                self._closing = True
+                transport.abort()
+            else:
+                self._close()
 
     def close_if_idle(self) -> bool:
         if self._task is None and not self._pending:
