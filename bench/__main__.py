@@ -37,6 +37,7 @@ from bench import procs, report
 from bench.loadgen import chat_body, fetch_once
 from bench.procs import REPO_ROOT, Proc, ProcessGroup
 from bench.scenarios import SCENARIOS, UPSTREAMS, Scenario, ScenarioRun, Upstream
+from bench.slow_streams import raise_fd_limit
 from bench.targets import LaunchContext, Target, build_targets
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -128,12 +129,17 @@ class Bench:
         if unknown:
             valid = ", ".join([*self.targets, *SCENARIOS])
             raise SystemExit(f"--only: unknown name(s) {', '.join(unknown)} (valid: {valid})")
-        scenarios = [s for s in SCENARIOS.values() if not names_s or s.name in names_s]
-        plan = {t: list(scenarios) for t in self.targets if not names_t or t in names_t}
-        if "direct" not in plan and any(s.baseline for s in scenarios):
-            # "Added" figures need direct-to-mock measured in the same run.
-            plan["direct"] = [s for s in scenarios if s.baseline]
-        return {t: plan[t] for t in self.targets if t in plan}  # registry order
+        # Optional (long) scenarios run only when named.
+        scenarios = [s for s in SCENARIOS.values() if s.name in names_s or (not names_s and not s.optional)]
+        plan = {
+            t: [s for s in scenarios if s.runs_on(t)] for t in self.targets if not names_t or t in names_t
+        }
+        # Direct is the floor of the "added" figures, and of the per-chunk costs of lm-gateway's.
+        wants_floor = "gateway" in plan
+        floors = [s for s in scenarios if (s.baseline or (s.floor and wants_floor)) and s.runs_on("direct")]
+        if "direct" not in plan and floors:
+            plan["direct"] = floors
+        return {t: plan[t] for t in self.targets if plan.get(t)}  # registry order
 
     def _meta(self, cpus: list[int]) -> dict[str, Any]:
         versions = {}
@@ -284,7 +290,12 @@ class Bench:
         try:
             res = await sc.measure(
                 ScenarioRun(
-                    sc, inst.port, target.model, self.opts.duration_s * sc.duration_scale, self.opts.warmup_s
+                    sc,
+                    inst.port,
+                    target.model,
+                    self.opts.duration_s * sc.duration_scale,
+                    self.opts.warmup_s,
+                    self.opts.quick,
                 )
             )
         finally:
@@ -406,9 +417,14 @@ async def _sample_rss(inst: Instance) -> None:
 def _progress(sc: Scenario, target: Target, res: dict[str, Any]) -> str:
     lat = res.get("latency_ms", {})
     text = f"[{sc.name}] {target.title}: {res.get('rps', 0):,.0f} req/s"
-    text += f", p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms"
+    if lat:
+        text += f", p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms"
     if "ttfc_ms" in res:
         text += f", TTFC p50 {res['ttfc_ms'].get('p50')} ms"
+    if "added_chunk_delay_ms" in res:
+        delay = res["added_chunk_delay_ms"]
+        text += f", chunk delay p50 {delay.get('p50')} p99 {delay.get('p99')} max {delay.get('max')} ms"
+        text += f", {res.get('stalls')} stalls, {res.get('chunks')}/{res.get('chunks_expected')} chunks"
     cpu = res.get("cpu", {})
     text += f", cpu: target {cpu.get('target', 0):.0%}, mock {cpu.get('mock', 0):.0%}"
     text += f", loadgen {cpu.get('loadgen', 0):.0%}"
@@ -477,13 +493,19 @@ def parse_args(argv: list[str] | None) -> Options:
     args = ap.parse_args(argv)
     if args.list:
         for t in build_targets().values():
-            print(f"target    {t.name:<9} {t.title}")
+            print(f"target    {t.name:<13} {t.title}")
         for s in SCENARIOS.values():
-            print(
-                f"scenario  {s.name:<9} {s.title} (upstream {s.upstream}{', baseline' if s.baseline else ''})"
-            )
+            notes = [f"upstream {s.upstream}", f"{s.api} client"]
+            if s.targets is not None:
+                notes.append("targets " + "+".join(s.targets))
+            notes += [
+                n for n, on in (("baseline", s.baseline), ("optional: --only " + s.name, s.optional)) if on
+            ]
+            print(f"scenario  {s.name:<13} {s.title} ({', '.join(notes)})")
         for u in UPSTREAMS.values():
-            print(f"upstream  {u.name:<9} {u.title} {' '.join(u.args)}")
+            print(f"upstream  {u.name:<13} {u.title} {' '.join(u.args)}")
+        print("module    bench.soak      soak: RSS over time, every answer checked (--minutes 10)")
+        print("module    bench.profile   py-spy profile of the gateway under load (top frames)")
         raise SystemExit(0)
     duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (0.4 if args.quick else 1.0)
@@ -513,6 +535,7 @@ async def _main(bench: Bench) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    raise_fd_limit()  # 512 slow streams: 1,000+ sockets here and in each child (inherited)
     group = ProcessGroup(RESULTS_DIR / "logs")
     started = time.perf_counter()
     try:

@@ -12,9 +12,10 @@ by the window's length and by ``max_requests``, and after the window a hard ``gr
 abandons whatever is still in flight (counted as timeouts), so a run always stops by itself.
 
 For streams it also records the time to the first body bytes (TTFC, the first SSE event) and checks
-that the body ended with ``data: [DONE]``.
+that the body ended the way its API format ends a stream: ``data: [DONE]`` for OpenAI,
+``event: message_stop`` for Anthropic (see :data:`APIS`).
 
-Run: ``python -m bench.loadgen --port 18090 -c 16 -d 5 [--stream]`` (prints JSON).
+Run: ``python -m bench.loadgen --port 18090 -c 16 -d 5 [--stream] [--api anthropic]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,6 +45,36 @@ def chat_body(model: str = "hint:fast", *, stream: bool = False, content: str = 
         {"model": model, "messages": [{"role": "user", "content": content}], "stream": stream},
         separators=(",", ":"),
     ).encode()
+
+
+def anthropic_body(model: str = "hint:fast", *, stream: bool = False, content: str = "Say hello.") -> bytes:
+    """The same chat turn as :func:`chat_body`, as an Anthropic Messages API request."""
+    return json.dumps(
+        {
+            "model": model,
+            "max_tokens": 256,
+            "messages": [{"role": "user", "content": content}],
+            "stream": stream,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """A client API format: where its requests go, their body, and how its streams end."""
+
+    name: str
+    path: str
+    body: Callable[..., bytes]  # (model, *, stream, content) -> request body
+    stream_end: bytes  # must be in the last bytes of a stream that ended properly
+
+
+APIS: dict[str, Api] = {
+    "openai": Api("openai", DEFAULT_PATH, chat_body, b"data: [DONE]"),
+    "anthropic": Api("anthropic", "/v1/messages", anthropic_body, b"event: message_stop"),
+}
+TAIL_BYTES = 64  # how much of a stream's end is kept to look for its end marker
 
 
 def build_request(
@@ -76,6 +107,7 @@ class LoadSpec:
     warmup_s: float = 1.0
     max_requests: int = 10_000_000
     stream: bool = False
+    stream_end: bytes = APIS["openai"].stream_end
     grace_s: float = 10.0
     connect_timeout_s: float = 5.0
 
@@ -210,7 +242,7 @@ class _Conn(asyncio.Protocol):
         if not self._first:
             self._first = time.perf_counter()
         if self._run.spec.stream:
-            self._tail = (self._tail + body)[-32:]
+            self._tail = (self._tail + body)[-TAIL_BYTES:]
 
     def on_message_complete(self) -> None:
         end = time.perf_counter()
@@ -218,8 +250,8 @@ class _Conn(asyncio.Protocol):
         status = self._parser.get_status_code()
         ok = 200 <= status < 300
         error = "" if ok else f"http {status}"
-        if ok and run.spec.stream and b"[DONE]" not in self._tail:
-            ok, error = False, "stream without [DONE]"
+        if ok and run.spec.stream and run.spec.stream_end not in self._tail:
+            ok, error = False, f"stream without {run.spec.stream_end.decode()}"
         run.record(self._start, end, self._first if run.spec.stream else 0.0, ok, error)
         self._start = 0.0
         if self._parser.should_keep_alive():
@@ -372,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="closed-loop HTTP/1.1 load generator (prints JSON)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--path", default=DEFAULT_PATH)
+    ap.add_argument("--api", choices=sorted(APIS), default="openai", help="client API format")
+    ap.add_argument("--path", help="request path (default: the API's)")
     ap.add_argument("-c", "--concurrency", type=int, default=16)
     ap.add_argument("-d", "--duration", type=float, default=5.0, help="measured window, seconds")
     ap.add_argument("-w", "--warmup", type=float, default=1.0, help="warm-up before the window, seconds")
@@ -382,17 +415,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-H", "--header", action="append", default=[], help="extra header 'Name: value'")
     args = ap.parse_args(argv)
     headers = tuple(tuple(h.split(":", 1)) for h in args.header)
+    api = APIS[args.api]
     spec = LoadSpec(
         port=args.port,
         host=args.host,
-        path=args.path,
-        body=chat_body(args.model, stream=args.stream),
+        path=args.path or api.path,
+        body=api.body(args.model, stream=args.stream),
         headers=tuple((k.strip(), v.strip()) for k, v in headers),
         concurrency=args.concurrency,
         duration_s=args.duration,
         warmup_s=args.warmup,
         max_requests=args.max_requests,
         stream=args.stream,
+        stream_end=api.stream_end,
     )
     print(json.dumps(uvloop.run(run_load(spec)), indent=2))
 

@@ -36,8 +36,72 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 4)
 
 
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A translated stream path, next to the passthrough path with the same client API.
+
+    Per-request time is 1 / req/s: at c=16 the target's core is saturated (~100 % CPU), so it is the
+    target's CPU time per stream. Divided by the stream's 20 chunks it is a cost per chunk (the
+    per-request part, parsing and routing, is spread over the chunks too).
+    """
+
+    name: str
+    short: str
+    translated: str  # its scenario
+    passthrough: str  # the same client API, the same upstream API: no translation
+    floor: str  # direct-to-mock with the same client API
+
+
+CHUNKS = 20  # per stream in the stream16* scenarios
+TRANSLATIONS: tuple[Translation, ...] = (
+    Translation("OpenAI->Anthropic", "O->A", "stream16_o2a", "stream16", "stream16"),
+    Translation("Anthropic->OpenAI", "A->O", "stream16_a2o", "stream16_a2a", "stream16_a2a"),
+)
+
+
+def _us_per_chunk(rps: float | None, floor_rps: float | None) -> float | None:
+    if not rps or not floor_rps:
+        return None
+    return round((1.0 / rps - 1.0 / floor_rps) * 1e6 / CHUNKS, 2)
+
+
+def translation_figures(results: Results, target: str = "gateway") -> dict[str, Any]:
+    """Per translation path: req/s, ratio to passthrough, and costs per chunk in µs.
+
+    ``pass_us_per_chunk``: passthrough minus direct; ``added_us_per_chunk``: translated minus direct;
+    ``translation_us_per_chunk``: translated minus passthrough (what translating adds);
+    ``translation_vs_pass``: the last over the first (issue #3's target: ≤ 2);
+    ``added_vs_pass``: translated path's whole added cost over passthrough's.
+    """
+    out: dict[str, Any] = {}
+    for tr in TRANSLATIONS:
+        rps = _get(scenario_result(results, target, tr.translated), "rps")
+        pass_rps = _get(scenario_result(results, target, tr.passthrough), "rps")
+        floor_rps = _get(scenario_result(results, BASE, tr.floor), "rps")
+        if not rps or not pass_rps:
+            continue
+        pass_us = _us_per_chunk(pass_rps, floor_rps)
+        added_us = _us_per_chunk(rps, floor_rps)
+        own_us = round((1.0 / rps - 1.0 / pass_rps) * 1e6 / CHUNKS, 2)
+        out[tr.name] = {
+            "translated": tr.translated,
+            "passthrough": tr.passthrough,
+            "rps": rps,
+            "pass_rps": pass_rps,
+            "direct_rps": floor_rps,
+            "ratio_to_pass": round(rps / pass_rps, 3),
+            "pass_us_per_chunk": pass_us,
+            "added_us_per_chunk": added_us,
+            "translation_us_per_chunk": own_us,
+            "translation_vs_pass": round(own_us / pass_us, 2) if pass_us else None,
+            "added_vs_pass": round(added_us / pass_us, 2) if pass_us and added_us else None,
+        }
+    return out
+
+
 def derive(results: Results, scenarios: Iterable[Scenario]) -> dict[str, Any]:
-    """Added latency/TTFC (target minus direct) and req/s ratios (target over bare), per target."""
+    """Added latency/TTFC (target minus direct) and req/s ratios (target over bare), per target;
+    the translation figures (:func:`translation_figures`) for lm-gateway."""
     out: dict[str, Any] = {}
     for name in results["targets"]:
         if name == BASE:
@@ -60,6 +124,9 @@ def derive(results: Results, scenarios: Iterable[Scenario]) -> dict[str, Any]:
             if name != REF and "rps" in sc.show and ref is not None and ref["rps"] > 0:
                 ratio[sc.name] = round(mine["rps"] / ref["rps"], 3)
         out[name] = {"added_ms": added, "ratio_to_bare": ratio}
+    translation = translation_figures(results, MAIN)
+    if translation and MAIN in out:
+        out[MAIN]["translation"] = translation
     return out
 
 
@@ -109,6 +176,24 @@ def _field(key: str) -> Callable[[Results, str], float | None]:
     return lambda res, t: _get(res, "targets", t, key)
 
 
+def _translation(tr: Translation, key: str) -> Callable[[Results, str], float | None]:
+    return lambda res, t: _get(translation_figures(res, t), tr.name, key)
+
+
+def _slow(*keys: str) -> Callable[[Results, str], float | None]:
+    return lambda res, t: _get(scenario_result(res, t, "slow512"), *keys)
+
+
+def _translation_checks(tr: Translation) -> tuple[Check, Check]:
+    """Issues #3 and #8: ≥ 0.7× passthrough's req/s; translating adds ≤ 2× passthrough's cost per chunk."""
+    ratio = _translation(tr, "ratio_to_pass")
+    cost = _translation(tr, "translation_vs_pass")
+    return (
+        Check(f"stream {tr.short} req/s vs passthrough", 0.7, True, "×", 2, False, ratio),
+        Check(f"translation cost/chunk {tr.short} ÷ pass", 2, False, "×", 1, False, cost),
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("non-stream req/s at c=16", 5000, True, "", 0, False, _rps("c16")),
     Check("non-stream c=16 vs bare proxy", 0.75, True, "×", 2, False, _ratio("c16")),
@@ -116,6 +201,11 @@ CHECKS: tuple[Check, ...] = (
     Check("added p50 at c=1", 0.5, False, " ms", 2, False, _added("c1", "p50")),
     Check("idle RSS", 60, False, " MB", 0, False, _field("idle_rss_mb")),
     Check("start to first served", 1000, False, " ms", 0, False, _field("start_ms")),
+    *(check for tr in TRANSLATIONS for check in _translation_checks(tr)),
+    Check(
+        "512 slow streams: chunk delay p99", 5, False, " ms", 1, False, _slow("added_chunk_delay_ms", "p99")
+    ),
+    Check("512 slow streams: stalls > 200 ms", 0, False, "", 0, False, _slow("stalls")),
     Check("non-stream c=16 vs bare proxy", 1.5, True, "×", 2, True, _ratio("c16")),
     Check("added p50 at c=1", 0.3, False, " ms", 2, True, _added("c1", "p50")),
     Check("added p99 at c=1", 0.6, False, " ms", 2, True, _added("c1", "p99")),
@@ -220,7 +310,26 @@ def _scenario_rows(
         share = _get(res(t), "cpu", "target")
         return "-" if share is None else f"{share:.0%}"
 
+    def chunk_delay(t: str) -> str:
+        d = _get(res(t), "added_chunk_delay_ms") or {}
+        return (
+            "-" if not d else f"{_num(d.get('p50'), 2)} / {_num(d.get('p99'), 2)} / {_num(d.get('max'), 1)}"
+        )
+
+    def stalls(t: str) -> str:
+        r = res(t)
+        return "-" if r is None else f"{r.get('stalls')} / {_num(r.get('max_gap_ms'), 1)}"
+
+    def complete(t: str) -> str:
+        r = res(t)
+        return "-" if r is None else f"{r.get('requests')}/{r.get('concurrency')}, {r.get('errors')} err"
+
     rows: list[tuple[str, Callable[[str], str]]] = []
+    if "chunks" in sc.show:
+        rows.append((f"{sc.title}: added chunk delay p50/p99/max ms", chunk_delay))
+        rows.append((f"{sc.title}: stalls > 200 ms / max gap ms", stalls))
+        rows.append((f"{sc.title}: complete streams", complete))
+        rows.append((f"{sc.title}: TTFC p50 / p99 ms", ttfc))
     if "rps" in sc.show:
         rows.append((f"{sc.title}: req/s", rps))
     if "latency" in sc.show:
@@ -258,6 +367,10 @@ def summary(results: Results) -> str:
             lines.append(
                 "lm-gateway / bare proxy req/s: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items())
             )
+    translation = _get(results, "derived", MAIN, "translation")
+    if translation:
+        lines.append("")
+        lines.append(translation_table(translation))
     lines.append("")
     lines.append(f"{'target':<40} {'threshold':>11} {'bare':>9} {'lm-gateway':>11}")
     for c in results.get("checks", []):
@@ -266,4 +379,22 @@ def summary(results: Results) -> str:
         digits = c["digits"] + (1 if c["digits"] == 2 else 0)  # one more digit than the threshold
         bare, gate = _num(c["bare"], digits), _num(c["gateway"], digits)
         lines.append(f"{label:<40} {c['threshold']:>11} {bare:>9} {gate:>11}  {mark}")
+    return "\n".join(lines)
+
+
+def translation_table(translation: dict[str, Any]) -> str:
+    """lm-gateway's translated stream paths next to passthrough (see :func:`translation_figures`)."""
+    lines = [
+        f"translation, stream c=16, {CHUNKS} chunks; "
+        f"µs per chunk = (1/req/s - 1/req/s of the other) / {CHUNKS}",
+        f"{'path':<18} {'req/s':>7} {'passthrough':>11} {'ratio':>6} {'pass µs/chunk':>13} "
+        f"{'translated':>10} {'translation':>11} {'transl./pass':>12} {'added/pass':>10}",
+    ]
+    for name, f in translation.items():
+        lines.append(
+            f"{name:<18} {_num(f['rps']):>7} {_num(f['pass_rps']):>11} {_num(f['ratio_to_pass'], 2):>6} "
+            f"{_num(f['pass_us_per_chunk'], 1):>13} {_num(f['added_us_per_chunk'], 1):>10} "
+            f"{_num(f['translation_us_per_chunk'], 1, sign=True):>11} "
+            f"{_num(f['translation_vs_pass'], 2):>12} {_num(f['added_vs_pass'], 2):>10}"
+        )
     return "\n".join(lines)

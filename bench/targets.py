@@ -32,22 +32,41 @@ admin_host = "127.0.0.1"
 admin_port = $admin_port
 traffic_log_capacity = 500
 
+# max_connections: 512 concurrent streams (slow512) need 512 pooled upstream connections; with the
+# default (256) half of them would wait for a free one.
 [backends.mock]
 base_url = "$upstream_url"
 provider = "openai"
+max_connections = 1024
+
+# The same mock, spoken to in the Anthropic Messages API (the translation scenarios).
+[backends.mock_anthropic]
+base_url = "$upstream_url"
+provider = "anthropic"
+api_key_env = "LMG_BENCH_ANTHROPIC_KEY"
+max_connections = 1024
 
 [[tiers]]
 name = "local:fast"
 backend = "mock"
 model = "mock-model"
 
+[[tiers]]
+name = "cloud:claude"
+backend = "mock_anthropic"
+model = "mock-claude"
+
 [aliases]
 "hint:fast" = "local:fast"
+"hint:claude" = "cloud:claude"
 
 [profiles.default]
 mode = "dispatch"
 classifier = "local:fast"
 """
+
+
+BENCH_KEY = "bench-not-a-secret"  # what the mock Anthropic backend is sent as x-api-key (never checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +124,8 @@ def gateway_launcher(
             argv = shlex.split(command.format(python=sys.executable, config=config, port=ctx.port))
         else:
             argv = [sys.executable, "-m", "lm_gateway", "serve", "--config", str(config)]
-        return Launch(argv, {**_pythonpath(), "LMG_CONFIG": str(config)})
+        env = {**_pythonpath(), "LMG_CONFIG": str(config), "LMG_BENCH_ANTHROPIC_KEY": BENCH_KEY}
+        return Launch(argv, env)
 
     return launch
 

@@ -32,7 +32,11 @@ class InstantBackend(Backend):
     def __init__(self, config: BackendConfig, label: str = "fast") -> None:
         super().__init__(config, None)
         message = {"role": "assistant", "content": ANSWER}
-        payload = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+        payload: dict[str, Any] = {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message}],
+        }
         payload["usage"] = {"prompt_tokens": 12, "completion_tokens": 14}
         self._answer = Completion(orjson.dumps(payload), 12, 14)
         label_payload = {

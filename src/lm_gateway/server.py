@@ -66,8 +66,10 @@ class Gateway:
         return time.time() - self.started_at
 
     async def start(self) -> None:
-        await self.start_client()
+        # Admin first: once the client port answers (what health checks watch), the admin port does
+        # too, also with --workers, whose client port comes up as the first worker does.
         await self.start_admin()
+        await self.start_client()
         self.start_watcher()
         endpoint = self.state.config.gateway.otlp_endpoint
         if endpoint:  # spans are built from the traffic log, so only the process that holds it traces
