@@ -67,6 +67,7 @@ ANTHROPIC_SSE = RelayFormat(
     name="anthropic",
     ends_properly=_is_message_stop,
     read_usage=_anthropic_usage,
+    usage_marker=b"_tokens",
     error_frame=lambda message, code: encode_event(
         orjson.dumps(wire.error_body(message, "api_error")), event="error"
     ),

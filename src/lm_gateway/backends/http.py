@@ -196,6 +196,7 @@ class RelayFormat:
     name: str
     ends_properly: Callable[[bytes], bool]
     read_usage: Callable[[list[bytes]], tuple[int | None, int | None]]
+    usage_marker: bytes
     error_frame: Callable[[str, str], bytes]
     head_bytes: int = 0
 
@@ -232,21 +233,23 @@ def in_band_error(tail: bytes) -> str | None:
 
 
 def _openai_usage(lines: list[bytes]) -> tuple[int | None, int | None]:
-    found: tuple[int | None, int | None] = (None, None)
-    for line in lines:
+    """The last usage the stream reported (searched from the end: it is in one of the last events)."""
+    for line in reversed(lines):
         if line.startswith(b"data:") and b'"usage"' in line:
             try:
                 counts = usage_from(orjson.loads(line[5:]))
             except orjson.JSONDecodeError:
                 continue
-            found = counts if counts != (None, None) else found
-    return found
+            if counts != (None, None):
+                return counts
+    return None, None
 
 
 OPENAI_SSE = RelayFormat(
     name="openai",
     ends_properly=lambda tail: last_line(tail).endswith(b"[DONE]"),
     read_usage=_openai_usage,
+    usage_marker=b'"usage"',
     error_frame=lambda message, code: sse_error_event(message, code),
 )
 
@@ -295,8 +298,9 @@ class RawRelay(ChatStream):
                         f"ended the {fmt.name} stream before its end marker"
                     )
         # The head matters only when the window lost the start; its cut last line is left out.
-        lines = head[: head.rfind(b"\n") + 1].splitlines() if trimmed else []
-        self.prompt_tokens, self.completion_tokens = fmt.read_usage(lines + bytes(window).splitlines())
+        kept = (head[: head.rfind(b"\n") + 1] if trimmed else b"") + bytes(window)
+        if fmt.usage_marker in kept:  # most streams carry no usage unless asked: skip the line scan
+            self.prompt_tokens, self.completion_tokens = fmt.read_usage(kept.splitlines())
         if upstream_error is not None:
             self.error = f"backend '{backend.name}' failed mid-stream: {backend.scrub(upstream_error)}"
         elif outcome.failure is not None:

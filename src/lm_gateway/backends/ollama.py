@@ -59,6 +59,7 @@ OLLAMA_NDJSON = RelayFormat(
     name="ollama",
     ends_properly=_is_done,
     read_usage=_ollama_usage,
+    usage_marker=b"eval_count",
     error_frame=lambda message, code: encode_line(wire.error_line(message)),
 )
 
