@@ -212,7 +212,7 @@ def settle(gw: RunningGateway, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         busy = sum(pool_busy(backend) for backend in gw.gateway.state.backends.values())
-        if busy == 0 and not gw.gateway._servers[0].connections and not gw.gateway.traffic.in_flight:
+        if busy == 0 and not gw.gateway.client_server.connections and not gw.gateway.traffic.in_flight:
             return
         time.sleep(0.02)
     raise AssertionError("the gateway did not settle")

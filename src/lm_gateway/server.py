@@ -19,7 +19,7 @@ from lm_gateway.api.openapi import serve_openapi
 from lm_gateway.backends import Backend
 from lm_gateway.config import Config, ConfigError
 from lm_gateway.config.watch import ConfigWatcher
-from lm_gateway.http.server import HttpProtocol, HttpServer, ServerLimits
+from lm_gateway.http.server import HttpServer, ServerLimits
 from lm_gateway.router.cost import CostLedger
 from lm_gateway.state import GatewayState, build_state
 from lm_gateway.traffic import TrafficLog
@@ -56,6 +56,7 @@ class Gateway:
         # and the config file watcher.
         self._client_limits = server_limits(config.gateway)
         self._watcher: ConfigWatcher | None = None
+        self.client_server: HttpServer | None = None  # the client listener, once started
         self._stop_tracing: Callable[[], None] | None = None
 
     @property
@@ -84,10 +85,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         gateway = self.state.config.gateway
         client = HttpServer(track_in_flight(self._client_api.handle, self.traffic), self._client_limits, loop)
-        if sock is None:
-            self.client_port = await client.listen(gateway.client_host, gateway.client_port)
-        else:
-            self.client_port = await _serve_socket(client, sock)
+        self.client_port = await client.listen(gateway.client_host, gateway.client_port, sock=sock)
+        self.client_server = client
         self._servers.append(client)
 
     async def start_admin(self) -> None:
@@ -139,8 +138,7 @@ class Gateway:
         self.state = state
         self._client_limits.update(server_limits(config.gateway))
         self.traffic.resize(config.gateway.traffic_log_capacity)
-        old = self._servers[0] if self._servers else None
-        if old is not None and (
+        if self._servers and (
             config.gateway.client_port not in (0, self.client_port)
             or config.gateway.admin_port not in (0, self.admin_port)
         ):
@@ -201,10 +199,3 @@ class Gateway:
         log.info("shutting down: draining in-flight requests")
         await self.stop()
         log.info("stopped")
-
-
-async def _serve_socket(server: HttpServer, sock: socket.socket) -> int:
-    """Serve an already listening socket with ``server``: what ``HttpServer.listen`` does after its
-    bind (``listen`` binds by host and port; asyncio takes a ready socket only through ``sock=``)."""
-    server._server = await server.loop.create_server(lambda: HttpProtocol(server), sock=sock, backlog=1024)
-    return int(sock.getsockname()[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -483,7 +484,16 @@ class HttpServer:
         self.draining = False
         self._server: asyncio.AbstractServer | None = None
 
-    async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
+    async def listen(
+        self, host: str, port: int, backlog: int = 1024, sock: socket.socket | None = None
+    ) -> int:
+        """Bind ``host:port`` and listen (port 0: any free port); returns the bound port. ``sock``: an
+        already bound socket to serve instead (a ``--workers`` worker's, bound with SO_REUSEPORT)."""
+        if sock is not None:
+            self._server = await self.loop.create_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=backlog
+            )
+            return int(sock.getsockname()[1])
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self), host=host, port=port, backlog=backlog, reuse_address=True
         )
