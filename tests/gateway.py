@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import textwrap
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,59 @@ def openai_backend_config(url: str, *, name: str = "mock", extra: str = "") -> s
         mode = "dispatch"
         classifier = "local:fast"
         """
+
+
+# Besides the OpenAI ladder of ``openai_backend_config``: a tier on an Anthropic and one on an Ollama
+# upstream (so requests are translated towards those protocols too), and one keyed client.
+OTHER_PROTOCOL_TIERS = """
+[backends.an]
+provider = "anthropic"
+base_url = "{anthropic}"
+api_key_env = "AN_KEY"
+
+[backends.ol]
+provider = "ollama"
+base_url = "{ollama}"
+
+[[tiers]]
+name = "t:an"
+backend = "an"
+model = "claude-fake"
+
+[[tiers]]
+name = "t:ol"
+backend = "ol"
+model = "llama-fake"
+
+[[clients]]
+name = "fuzzer"
+key_env = "FUZZ_KEY"
+profile = "default"
+"""
+
+
+def three_protocol_config(openai_url: str, anthropic_url: str, ollama_url: str) -> str:
+    """The OpenAI ladder plus an Anthropic and an Ollama tier and a client keyed by ``FUZZ_KEY``."""
+    return openai_backend_config(openai_url) + OTHER_PROTOCOL_TIERS.format(
+        anthropic=anthropic_url, ollama=ollama_url
+    )
+
+
+@contextmanager
+def three_protocol_gateway(
+    directory: Path, gateway_extra: str, env: Mapping[str, str]
+) -> Iterator[RunningGateway]:
+    """A gateway in front of one fake upstream per protocol (see :func:`three_protocol_config`)."""
+    from .fakes.anthropic_backend import AnthropicBackend
+    from .fakes.ollama_backend import OllamaBackend
+    from .fakes.openai_backend import OpenAIBackend
+
+    with OpenAIBackend() as fake, AnthropicBackend() as anthropic, OllamaBackend() as ollama:
+        path = directory / "config.toml"
+        body = three_protocol_config(fake.url, anthropic.url, ollama.url)
+        path.write_text(config_text(body, gateway_extra=gateway_extra))
+        gateway = RunningGateway(path, env).start()
+        try:
+            yield gateway
+        finally:
+            gateway.stop()

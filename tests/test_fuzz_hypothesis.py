@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .fakes.anthropic_backend import AnthropicBackend
-from .fakes.ollama_backend import OllamaBackend
-from .fakes.openai_backend import OpenAIBackend
-from .gateway import RunningGateway, config_text, openai_backend_config
+from .gateway import (
+    RunningGateway,
+    three_protocol_gateway,
+)
 
 KEY = "fuzz-client-key-0d9e"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -52,52 +51,12 @@ FUZZ = settings(
 )
 
 
-# Besides the OpenAI ladder: a tier on an Anthropic and one on an Ollama upstream, so that requests
-# are also translated towards those protocols.
-OTHER_TIERS = """
-[backends.an]
-provider = "anthropic"
-base_url = "{anthropic}"
-api_key_env = "AN_KEY"
-
-[backends.ol]
-provider = "ollama"
-base_url = "{ollama}"
-
-[[tiers]]
-name = "t:an"
-backend = "an"
-model = "claude-fake"
-
-[[tiers]]
-name = "t:ol"
-backend = "ol"
-model = "llama-fake"
-
-[[clients]]
-name = "fuzzer"
-key_env = "FUZZ_KEY"
-profile = "default"
-"""
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with OpenAIBackend() as fake, AnthropicBackend() as anthropic, OllamaBackend() as ollama:
-        path: Path = tmp_path_factory.mktemp("fuzz") / "config.toml"
-        others = OTHER_TIERS.format(anthropic=anthropic.url, ollama=ollama.url)
-        path.write_text(
-            config_text(
-                openai_backend_config(fake.url) + others,
-                gateway_extra=(
-                    "max_body_bytes = 262144\nmax_json_depth = 32\nmax_header_bytes = 16384\n"
-                    "health_window = 0\n"
-                ),
-            )
-        )
-        gateway = RunningGateway(path, {"FUZZ_KEY": KEY, "AN_KEY": "sk-ant-fuzz"}).start()
+    limits = "max_body_bytes = 262144\nmax_json_depth = 32\nmax_header_bytes = 16384\nhealth_window = 0\n"
+    env = {"FUZZ_KEY": KEY, "AN_KEY": "sk-ant-fuzz"}
+    with three_protocol_gateway(tmp_path_factory.mktemp("fuzz"), limits, env) as gateway:
         yield gateway
-        gateway.stop()
 
 
 @pytest.fixture(scope="module")

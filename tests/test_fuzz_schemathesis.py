@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,58 +30,25 @@ from schemathesis.core import NOT_SET
 from lm_gateway.api.openapi import openapi_document
 from lm_gateway.config import load_config_text
 
-from .fakes.anthropic_backend import AnthropicBackend
-from .fakes.ollama_backend import OllamaBackend
-from .fakes.openai_backend import OpenAIBackend
-from .gateway import RunningGateway, config_text, openai_backend_config
+from .gateway import (
+    RunningGateway,
+    config_text,
+    three_protocol_config,
+    three_protocol_gateway,
+)
 
 KEY = "schema-fuzz-client-key-41aa"
 ADMIN = "schema-fuzz-admin-token-9bc3"
 SCALE = float(os.environ.get("LMG_FUZZ_SCALE", "1"))
 EXAMPLES = max(1, int(25 * SCALE))
 
-OTHER_TIERS = """
-[backends.an]
-provider = "anthropic"
-base_url = "{anthropic}"
-api_key_env = "AN_KEY"
-
-[backends.ol]
-provider = "ollama"
-base_url = "{ollama}"
-
-[[tiers]]
-name = "t:an"
-backend = "an"
-model = "claude-fake"
-
-[[tiers]]
-name = "t:ol"
-backend = "ol"
-model = "llama-fake"
-
-[[clients]]
-name = "schemathesis"
-key_env = "FUZZ_KEY"
-profile = "default"
-"""
-
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with OpenAIBackend() as fake, AnthropicBackend() as anthropic, OllamaBackend() as ollama:
-        path: Path = tmp_path_factory.mktemp("schema") / "config.toml"
-        others = OTHER_TIERS.format(anthropic=anthropic.url, ollama=ollama.url)
-        path.write_text(
-            config_text(
-                openai_backend_config(fake.url) + others,
-                gateway_extra='admin_token_env = "ADMIN"\nhealth_window = 0\n',
-            )
-        )
-        env = {"FUZZ_KEY": KEY, "AN_KEY": "sk-ant-schema", "ADMIN": ADMIN}
-        gateway = RunningGateway(path, env).start()
+    env = {"FUZZ_KEY": KEY, "AN_KEY": "sk-ant-schema", "ADMIN": ADMIN}
+    extra = 'admin_token_env = "ADMIN"\nhealth_window = 0\n'
+    with three_protocol_gateway(tmp_path_factory.mktemp("schema"), extra, env) as gateway:
         yield gateway
-        gateway.stop()
 
 
 def document_for_collection() -> dict[str, Any]:
@@ -90,9 +56,7 @@ def document_for_collection() -> dict[str, Any]:
     operations (schemathesis' lazy fixture loader does not work with this pytest). Only names go
     into the document, so placeholder backend URLs give the same one; the served document is
     compared with it in :func:`test_the_served_document_is_the_one_fuzzed`."""
-    body = openai_backend_config("http://127.0.0.1:9") + OTHER_TIERS.format(
-        anthropic="http://127.0.0.1:9", ollama="http://127.0.0.1:9"
-    )
+    body = three_protocol_config("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
     config = load_config_text(config_text(body), env={"FUZZ_KEY": KEY, "AN_KEY": "x"})
     return openapi_document(config)
 
