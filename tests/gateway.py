@@ -7,6 +7,7 @@ config is TOML text, as a user would write it; ports are forced to 0 and hosts t
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,33 @@ class RunningGateway:
     def traffic(self, limit: int = 100) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = self.admin_get(f"/admin/traffic?limit={limit}")["entries"]
         return entries
+
+
+# A ladder served by the built-in demo backend: the gateway answers without any upstream.
+DEMO = """
+    [backends.demo]
+    provider = "demo"
+    base_url = "http://demo.invalid"
+
+    [[tiers]]
+    name = "local:demo"
+    backend = "demo"
+    model = "demo"
+
+    [aliases]
+    "hint:fast" = "local:demo"
+
+    [profiles.default]
+    mode = "dispatch"
+    classifier = "local:demo"
+    """
+
+
+def free_port() -> int:
+    """A port free right now on loopback (for processes that must be told their port up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def config_text(body: str, *, gateway_extra: str = "") -> str:

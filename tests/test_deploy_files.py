@@ -17,7 +17,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,17 +30,13 @@ import pytest
 
 from lm_gateway.config import load_config, load_config_text
 
+from .gateway import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 UNIT = ROOT / "deploy" / "systemd" / "lm-gateway.service"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 CHAT = {"model": "hint:fast", "messages": [{"role": "user", "content": "ping"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def installed_script() -> str:

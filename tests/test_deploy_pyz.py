@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .gateway import DEMO, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """
-[gateway]
-client_host = "127.0.0.1"
-admin_host = "127.0.0.1"
-
-[backends.demo]
-provider = "demo"
-base_url = "http://demo.invalid"
-
-[[tiers]]
-name = "local:demo"
-backend = "demo"
-model = "demo"
-
-[aliases]
-"hint:fast" = "local:demo"
-
-[profiles.default]
-mode = "dispatch"
-classifier = "local:demo"
-"""
+CONFIG = '[gateway]\nclient_host = "127.0.0.1"\nadmin_host = "127.0.0.1"\n' + textwrap.dedent(DEMO)
 CHAT = {"model": "hint:fast", "messages": [{"role": "user", "content": "ping"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +18,7 @@ import pytest
 
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Stream
-from .gateway import config_text, openai_backend_config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .gateway import config_text, free_port, openai_backend_config
 
 
 def cli(

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from lm_gateway.config.watch import ConfigWatcher, fingerprint
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Stream
-from .gateway import RunningGateway, config_text, openai_backend_config
+from .gateway import RunningGateway, config_text, free_port, openai_backend_config
 
 CHAT = "/v1/chat/completions"
 WATCH = "watch_interval_ms = 100\n"
@@ -232,12 +231,6 @@ def test_a_stream_in_flight_finishes_on_its_snapshot(
         rest = "\n".join(lines)
     assert '"three"' in rest and "[DONE]" in rest
     wait_for(lambda: any(t.name == "local:gone" for t in gw.gateway.state.config.tiers))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_sighup_and_the_watcher_reload_a_real_process(tmp_path: Path, fake: OpenAIBackend) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from .fakes.anthropic_backend import AnthropicBackend
 from .fakes.ollama_backend import OllamaBackend
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Reply, Status, StreamError
-from .gateway import RunningGateway, config_text
+from .gateway import RunningGateway, config_text, free_port
 
 CANARIES = {
     "OPENAI_KEY": "sk-canary-openai-Q7mV2xT9pL4w",
@@ -262,12 +261,6 @@ def test_no_secret_appears_anywhere_in_process(
     for body in bodies:
         assert_clean("a response", body)
     assert_clean("the config object", repr(gw.gateway.state.config))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_no_secret_appears_in_a_real_process_output(

@@ -3,7 +3,6 @@ shape, streams never end silently, and the gateway keeps serving afterwards."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ from .fakes.script import (
     Stream,
     StreamError,
 )
-from .gateway import RunningGateway, openai_backend_config
+from .gateway import RunningGateway, free_port, openai_backend_config
 
 CHAT = "/v1/chat/completions"
 QUESTION = {"model": "hint:fast", "messages": [{"role": "user", "content": "q"}]}
@@ -67,14 +66,8 @@ def stream_events(resp: httpx.Response) -> list[str]:
     return [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_backend_is_a_502_naming_the_backend(start_gateway: StartGateway) -> None:
-    gw = start_gateway(openai_backend_config(f"http://127.0.0.1:{unused_port()}"))
+    gw = start_gateway(openai_backend_config(f"http://127.0.0.1:{free_port()}"))
     error = assert_error(post(gw), 502, "backend_unreachable")
     assert "mock" in str(error["message"])
     stream = post(gw, {**QUESTION, "stream": True})

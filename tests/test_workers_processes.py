@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,32 +22,9 @@ import pytest
 
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Stream
-from .gateway import config_text, openai_backend_config
+from .gateway import DEMO, config_text, free_port, openai_backend_config
 
-DEMO = """
-    [backends.demo]
-    provider = "demo"
-    base_url = "http://demo.invalid"
-
-    [[tiers]]
-    name = "local:demo"
-    backend = "demo"
-    model = "demo"
-
-    [aliases]
-    "hint:fast" = "local:demo"
-
-    [profiles.default]
-    mode = "dispatch"
-    classifier = "local:demo"
-    """
 CHAT = {"model": "hint:fast", "messages": [{"role": "user", "content": "ping"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15, what: str = "condition") -> Any:
