@@ -17,9 +17,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The runtime dependencies are wheels for this platform (no compiler needed); pip compiles the .pyc
-# files here, since nothing can write them at run time.
+# files here, since nothing can write them at run time. The redis extra (pure Python) lets the same
+# image scale out behind a load balancer ([gateway] redis_url); it is imported only when configured.
 RUN python -m venv /opt/lm-gateway \
-    && /opt/lm-gateway/bin/pip install --no-cache-dir . \
+    && /opt/lm-gateway/bin/pip install --no-cache-dir '.[redis]' \
     && /opt/lm-gateway/bin/lm-gateway --version
 
 FROM ${PYTHON_IMAGE}

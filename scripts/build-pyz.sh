@@ -35,5 +35,5 @@ mkdir -p "$(dirname "$OUTPUT")"
     --python "/usr/bin/env python$version" \
     --console-script lm-gateway \
     --output-file "$OUTPUT" \
-    "$work/project"
+    "$work/project[redis]"
 echo "built $OUTPUT for Python $version ($(uname -s) $(uname -m)): $(du -h "$OUTPUT" | cut -f1)"

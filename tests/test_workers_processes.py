@@ -345,7 +345,7 @@ def _heartbeats_in(gw: Workers) -> bool:
 def test_merging_backend_states() -> None:
     from lm_gateway.workers import merge_backend_runtime
 
-    circuit = {"state": "closed", "window": 4, "failures": 0, "retry_in_s": 0.0}
+    circuit = {"state": "closed", "window": 4, "failures": 0, "retry_in_s": 0.0, "opened_elsewhere": False}
     own = {
         "a": {"circuit": circuit, "gate": {"max_concurrent": 2, "in_flight": 0, "queued": 0}},
         "b": {"circuit": circuit, "gate": None},
@@ -364,7 +364,13 @@ def test_merging_backend_states() -> None:
         }
     }
     merged = merge_backend_runtime(own, [one, two])
-    assert merged["a"]["circuit"] == {"state": "open", "window": 8, "failures": 4, "retry_in_s": 12.5}
+    assert merged["a"]["circuit"] == {
+        "state": "open",
+        "window": 8,
+        "failures": 4,
+        "retry_in_s": 12.5,
+        "opened_elsewhere": False,
+    }
     assert merged["a"]["gate"] == {"max_concurrent": 4, "in_flight": 3, "queued": 5}
     assert merged["b"] == {"circuit": {**circuit, "window": 4}, "gate": None}
     assert merge_backend_runtime(own, []) == own  # no heartbeat yet: the supervisor's own, idle state

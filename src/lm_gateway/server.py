@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.admin import AdminAPI
 from lm_gateway.api.client import ClientAPI
@@ -21,8 +21,12 @@ from lm_gateway.config import Config, ConfigError
 from lm_gateway.config.watch import ConfigWatcher
 from lm_gateway.http.server import HttpServer, ServerLimits
 from lm_gateway.router.cost import CostLedger
+from lm_gateway.router.upstream import circuits_of
 from lm_gateway.state import GatewayState, build_state
 from lm_gateway.traffic import TrafficLog
+
+if TYPE_CHECKING:
+    from lm_gateway.cluster import Cluster
 
 log = logging.getLogger("lm_gateway")
 
@@ -58,6 +62,10 @@ class Gateway:
         self._watcher: ConfigWatcher | None = None
         self.client_server: HttpServer | None = None  # the client listener, once started
         self._stop_tracing: Callable[[], None] | None = None
+        # Several instances (gateway.redis_url): the shared state, the cluster's traffic and its cost.
+        self.cluster: Cluster | None = None
+        self._cluster_traffic: TrafficLog | None = None
+        self._cluster_costs: CostLedger | None = None
 
     @property
     def tracing_enabled(self) -> bool:
@@ -82,6 +90,12 @@ class Gateway:
     async def start_client(self, sock: socket.socket | None = None) -> None:
         """Open the client listener. ``sock``: an already listening socket, served as it is instead
         of binding ``client_host:client_port`` (a ``--workers`` worker's, bound with SO_REUSEPORT)."""
+        self.traffic.subscribe(self._client_api.record_spend)
+        cluster = await self._join_cluster()
+        if cluster is not None:  # before listening: the first request already sees the shared limits
+            cluster.share_limits(self._client_api.limit_stores)
+            cluster.share_budgets(self.state.table.budgets)
+            cluster.share_circuits(lambda: circuits_of(self.state.backends))
         loop = asyncio.get_running_loop()
         gateway = self.state.config.gateway
         client = HttpServer(track_in_flight(self._client_api.handle, self.traffic), self._client_limits, loop)
@@ -96,6 +110,33 @@ class Gateway:
         admin = HttpServer(serve_openapi(self, self._admin_api.handle), admin_limits, loop)
         self.admin_port = await admin.listen(gateway.admin_host, gateway.admin_port)
         self._servers.append(admin)
+        cluster = await self._join_cluster()
+        if cluster is not None:  # the process holding the traffic log publishes it
+            self._cluster_traffic = cluster.share_traffic(self.traffic)
+            self._cluster_costs = CostLedger()
+            self._cluster_traffic.subscribe(self._cluster_costs.record)
+
+    async def _join_cluster(self) -> Cluster | None:
+        """The cluster link (made on first call) when ``gateway.redis_url`` is set; else None, and
+        the Redis client is never imported."""
+        config = self.state.config
+        if self.cluster is None and config.redis_url is not None:
+            from lm_gateway.cluster import Cluster
+
+            self.cluster = Cluster(config)
+            await self.cluster.start()
+        return self.cluster
+
+    def traffic_view(self, scope: str) -> TrafficLog:
+        """The traffic the admin side shows: ``cluster`` (every instance's) or ``instance``."""
+        if scope == "cluster" and self._cluster_traffic is not None:
+            return self._cluster_traffic
+        return self.traffic
+
+    def costs_view(self, scope: str) -> CostLedger:
+        if scope == "cluster" and self._cluster_costs is not None:
+            return self._cluster_costs
+        return self.costs
 
     def backend_runtime(self) -> dict[str, dict[str, Any]]:
         """Each backend's circuit breaker and concurrency gate, as the admin API and /metrics show
@@ -135,6 +176,10 @@ class Gateway:
             log.error("config reload refused:\n%s", err)
             return list(err.problems)
         state, retired = build_state(config, self.state)
+        if self.cluster is not None:
+            self.cluster.share_budgets(state.table.budgets)
+        if _redis_url(config) != _redis_url(self.state.config):
+            log.warning("gateway.redis_url changed in the config; it takes effect at the next restart")
         self.state = state
         self._client_limits.update(server_limits(config.gateway))
         self.traffic.resize(config.gateway.traffic_log_capacity)
@@ -182,6 +227,8 @@ class Gateway:
         for task in list(self._retire_tasks):
             task.cancel()
         await asyncio.gather(*(b.close() for b in self.state.backends.values()), return_exceptions=True)
+        if self.cluster is not None:  # after the drain: the last entries and charges are sent
+            await self.cluster.stop()
         if self._stop_tracing is not None:
             await asyncio.to_thread(self._stop_tracing)  # flushes the spans still queued
             self._stop_tracing = None
@@ -199,3 +246,7 @@ class Gateway:
         log.info("shutting down: draining in-flight requests")
         await self.stop()
         log.info("stopped")
+
+
+def _redis_url(config: Config) -> str | None:
+    return config.redis_url.reveal() if config.redis_url is not None else None

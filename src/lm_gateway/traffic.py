@@ -10,6 +10,8 @@ when someone asks: the admin API, the dashboard feed or a ``/metrics`` scrape.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 import time
 from bisect import bisect_left
 from collections import deque
@@ -71,6 +73,19 @@ class TrafficEntry:
         extra = data.pop("extra")
         data.update(extra)
         return data
+
+
+# A TrafficEntry as a plain tuple in field order, and back: how entries cross a process boundary
+# (a --workers worker to its supervisor, an instance to the cluster's Redis stream) as compact arrays.
+ENTRY_FIELDS = tuple(spec.name for spec in dataclasses.fields(TrafficEntry))
+entry_row: Callable[[TrafficEntry], tuple[Any, ...]] = operator.attrgetter(*ENTRY_FIELDS)
+
+
+def entry_from_row(row: list[Any], tag: str, source: Any) -> TrafficEntry:
+    """A row sent by :func:`entry_row`, its ``extra`` tagged with where it came from."""
+    entry = TrafficEntry(*row)
+    entry.extra[tag] = source
+    return entry
 
 
 class Histogram:

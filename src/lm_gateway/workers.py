@@ -62,9 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import operator
 import os
 import signal
 import socket
@@ -80,7 +78,7 @@ import orjson
 from lm_gateway.config import Config, ConfigError, load_config
 from lm_gateway.http.server import Request, Response, json_response
 from lm_gateway.server import Gateway
-from lm_gateway.traffic import TrafficEntry, TrafficLog
+from lm_gateway.traffic import TrafficEntry, TrafficLog, entry_from_row, entry_row
 
 log = logging.getLogger("lm_gateway.workers")
 
@@ -97,8 +95,7 @@ LIVED_LONG_S = 10.0  # a worker that ran this long before dying is restarted at 
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # by how many times in a row it died young
 CIRCUIT_ORDER = {"closed": 0, "half-open": 1, "open": 2}
 
-ENTRY_FIELDS = tuple(field.name for field in dataclasses.fields(TrafficEntry))
-_entry_row = operator.attrgetter(*ENTRY_FIELDS)  # a TrafficEntry as a tuple, in field order
+SUPERVISOR_PID_ENV = "LMG_SUPERVISOR_PID"
 WORKER_CODE = "from lm_gateway.workers import worker_main; worker_main()"
 
 Message = dict[str, Any]
@@ -173,8 +170,10 @@ class ForwardingTraffic(TrafficLog):
         self._timer: asyncio.TimerHandle | None = None
 
     def record(self, entry: TrafficEntry) -> None:
+        for listener in self._listeners:  # this worker's own (spend caps): the supervisor has its own
+            listener(entry)
         rows = self._rows
-        rows.append(_entry_row(entry))
+        rows.append(entry_row(entry))
         if len(rows) >= MAX_BATCH:
             self.flush()
         elif self._timer is None:
@@ -526,9 +525,7 @@ class Supervisor(Gateway):
         """Record a worker's batch of traffic entries in the supervisor's log."""
         record = self.traffic.record
         for row in rows:
-            entry = TrafficEntry(*row)
-            entry.extra["worker"] = pid
-            record(entry)
+            record(entry_from_row(row, "worker", pid))
 
     def gauges_changed(self) -> None:
         """The in-flight gauges the admin views read are the sums of the workers' last heartbeats."""
@@ -664,13 +661,15 @@ def _merge_circuits(circuits: list[dict[str, Any]]) -> dict[str, Any]:
         "window": sum(c["window"] for c in circuits),
         "failures": sum(c["failures"] for c in circuits),
         "retry_in_s": max(c["retry_in_s"] for c in circuits),
+        "opened_elsewhere": any(c.get("opened_elsewhere") for c in circuits),
     }
 
 
 def _worker_env() -> dict[str, str]:
-    """The supervisor's environment, with its ``sys.path`` so that the worker imports the same code."""
+    """The supervisor's environment, with its ``sys.path`` so that the worker imports the same code,
+    and the supervisor's pid (workers name themselves after it in a cluster: one instance, not N)."""
     paths = [p for p in sys.path if p]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), SUPERVISOR_PID_ENV: str(os.getpid())}
 
 
 def _describe(status: int) -> str:

@@ -98,6 +98,7 @@ class AdminAPI:
             ("GET", "/admin/traffic"): self.traffic,
             ("GET", "/admin/traffic/stream"): self.traffic_stream,
             ("GET", "/admin/stats"): self.stats,
+            ("GET", "/admin/cluster"): self.cluster,
             ("GET", "/admin/config"): self.config,
             ("GET", "/admin/backends/health"): self.backends_health,
             ("POST", "/admin/reload"): self.reload,
@@ -108,7 +109,7 @@ class AdminAPI:
         self._static: dict[str, bytes] = {}
         self._probes: dict[str, ProbeSnapshot] = {}
         self._feeds: set[LiveFeed] = set()
-        self._stats_cache: tuple[float, bytes] | None = None
+        self._stats_cache: dict[str, tuple[float, bytes]] = {}
 
     def add_route(self, method: str, path: str, handler: AdminHandler) -> None:
         """One more endpoint, behind the admin token like the others (``--workers``: /admin/workers)."""
@@ -169,11 +170,19 @@ class AdminAPI:
         limit = _limit_param(request, "limit", 100)
         if isinstance(limit, Response):
             return limit
-        log = self.gateway.traffic
+        scope = _scope_param(request, self.gateway)
+        if isinstance(scope, Response):
+            return scope
+        log = self.gateway.traffic_view(scope)
         stats = log.stats()
-        stats["cost"] = self.gateway.costs.view()
-        payload = {"stats": stats, "entries": [entry_json(entry) for entry in log.recent(limit)]}
-        return json_response(200, payload)
+        stats["cost"] = self.gateway.costs_view(scope).view()
+        entries = [entry_json(entry) for entry in log.recent(limit)]
+        return json_response(200, {"scope": scope, "stats": stats, "entries": entries})
+
+    async def cluster(self, request: Request) -> Response:
+        """Whether this instance shares its state through Redis, and how that is going."""
+        cluster = self.gateway.cluster
+        return json_response(200, cluster.view() if cluster is not None else {"enabled": False})
 
     async def route(self, request: Request) -> Response:
         """The routing decision for a request body, without calling the answering tier."""
@@ -185,11 +194,14 @@ class AdminAPI:
         backlog = _limit_param(request, "backlog", DEFAULT_BACKLOG)
         if isinstance(backlog, Response):
             return backlog
+        scope = _scope_param(request, self.gateway)
+        if isinstance(scope, Response):
+            return scope
         if len(self._feeds) >= MAX_FEEDS:
             return error_response(
                 503, f"too many live feeds open (at most {MAX_FEEDS})", type_="server_error", code="busy"
             )
-        feed = LiveFeed(self.gateway.traffic, self._stats_bytes)
+        feed = LiveFeed(self.gateway.traffic_view(scope), lambda: self._stats_bytes(scope))
         self._feeds.add(feed)
         chunks = feed.events(backlog)
         return StreamResponse(200, chunks, list(SSE_HEADERS), on_close=lambda _: self._feeds.discard(feed))
@@ -200,14 +212,17 @@ class AdminAPI:
             feed.close()
 
     async def stats(self, request: Request) -> Response:
-        return Response(200, self._stats_bytes(), [("content-type", "application/json")])
+        scope = _scope_param(request, self.gateway)
+        if isinstance(scope, Response):
+            return scope
+        return Response(200, self._stats_bytes(scope), [("content-type", "application/json")])
 
-    def _stats_bytes(self) -> bytes:
+    def _stats_bytes(self, scope: str) -> bytes:
         now = time.monotonic()
-        cached = self._stats_cache
+        cached = self._stats_cache.get(scope)
         if cached is None or now - cached[0] > STATS_MAX_AGE_S:
-            payload = dashboard_stats(self.gateway, self._probes)
-            cached = self._stats_cache = (now, orjson.dumps(payload))
+            payload = dashboard_stats(self.gateway, self._probes, scope)
+            cached = self._stats_cache[scope] = (now, orjson.dumps(payload))
         return cached[1]
 
     async def metrics(self, request: Request) -> Response:
@@ -237,14 +252,14 @@ class AdminAPI:
         for name, result in zip(names, results, strict=True):
             self._probes[name] = ProbeSnapshot(result, now)
             items.append({**_probe_item(state, name, result), **runtime[name]})
-        self._stats_cache = None
+        self._stats_cache.clear()
         status = 200 if all(r.ok for r in results) else 207
         return json_response(status, {"backends": items})
 
     async def reload(self, request: Request) -> Response:
         token_before = self.gateway.state.admin_token
         problems = await self.gateway.reload()
-        self._stats_cache = None
+        self._stats_cache.clear()
         if self.gateway.state.admin_token != token_before:
             self.end_feeds()  # open dashboards must show the new token (or its absence) again
         if problems:
@@ -279,6 +294,22 @@ def _limit_param(request: Request, name: str, default: int) -> int | Response:
             400, f"'{name}' must be a non-negative integer, got '{raw[:40]}'", code=f"invalid_{name}"
         )
     return min(int(raw), MAX_TRAFFIC_LIMIT)
+
+
+def _scope_param(request: Request, gateway: Gateway) -> str | Response:
+    """``scope``: ``cluster`` (every instance's traffic, the default when Redis is configured) or
+    ``instance`` (this one's own; the only one without Redis)."""
+    default = "cluster" if gateway.cluster is not None else "instance"
+    scope = query_params(request.query).get("scope", default)
+    if scope not in ("cluster", "instance"):
+        return error_response(
+            400, f"'scope' must be cluster or instance, got '{scope[:40]}'", code="invalid_scope"
+        )
+    if scope == "cluster" and gateway.cluster is None:
+        return error_response(
+            400, "scope=cluster needs gateway.redis_url (this instance shares no state)", code="no_cluster"
+        )
+    return scope
 
 
 def _probe_item(state: GatewayState, name: str, result: ProbeResult) -> dict[str, Any]:
@@ -377,10 +408,13 @@ def _stats_event(stats_json: bytes) -> bytes:
 # -- the dashboard's stats -------------------------------------------------------------------------
 
 
-def dashboard_stats(gateway: Gateway, probes: dict[str, ProbeSnapshot]) -> dict[str, Any]:
+def dashboard_stats(
+    gateway: Gateway, probes: dict[str, ProbeSnapshot], scope: str = "instance"
+) -> dict[str, Any]:
     """Everything the dashboard shows besides the traffic rows: headline figures, the tier ladder
-    with each tier's recent traffic, backend health, and the 15-minute series for the charts."""
-    traffic = gateway.traffic
+    with each tier's recent traffic, backend health, and the 15-minute series for the charts.
+    ``scope``: whose traffic (see :func:`_scope_param`); the gauges are always this instance's."""
+    traffic = gateway.traffic_view(scope)
     state = gateway.state
     now = time.time()
     routes, covered = traffic.window(LADDER_WINDOW_S, now)
@@ -395,8 +429,8 @@ def dashboard_stats(gateway: Gateway, probes: dict[str, ProbeSnapshot]) -> dict[
         "slot_secs": SLOT_S,
         "totals": {
             **traffic.public_stats(),
-            "in_flight": traffic.in_flight,
-            "open_streams": traffic.open_streams,
+            "in_flight": gateway.traffic.in_flight,
+            "open_streams": gateway.traffic.open_streams,
             "prompt_tokens": lifetime.prompt_tokens,
             "completion_tokens": lifetime.completion_tokens,
             "cost_usd": round(lifetime.cost_usd, 6),
@@ -415,6 +449,8 @@ def dashboard_stats(gateway: Gateway, probes: dict[str, ProbeSnapshot]) -> dict[
         ],
         "backends": _backends(state, routes, covered, probes, gateway.backend_runtime()),
         "series": traffic.series(now),
+        "scope": scope,
+        "cluster": gateway.cluster.view() if gateway.cluster is not None else None,
     }
 
 

@@ -208,7 +208,8 @@ class ClientAPI:
         A non-streamed answer is recorded here; a stream is recorded by :meth:`watch_stream` when it ends.
         """
         limits = self.limits
-        release = await self._admit(who, body, entry, started) if limits.profiles or limits.streams else None
+        admit = limits.profiles or limits.streams or limits.spend
+        release = await self._admit(who, body, entry, started) if admit else None
         state = self.gateway.state
         headers = request.headers
         expert = headers.get("x-lmg-expert", "").strip().lower() == "true"
@@ -267,10 +268,15 @@ class ClientAPI:
     async def _admit(
         self, who: Identity, body: dict[str, Any], entry: TrafficEntry, started: float
     ) -> Callable[[], None] | None:
-        """The profile's rate limit and the key's stream cap; the stream slot's release, if taken."""
+        """The profile's rate limit, the key's spend cap and stream cap; the stream slot's release,
+        if taken."""
         limits = self.limits
         if limits.profiles:
             refusal = await limits.check_profile(self._limited_profile(who, body))
+            if refusal is not None:
+                raise self.fail(entry, started, _limit_failure(refusal))
+        if limits.spend and who.keyed:
+            refusal = await limits.check_spend(who.name)
             if refusal is not None:
                 raise self.fail(entry, started, _limit_failure(refusal))
         if not (limits.streams and entry.stream and who.keyed):
@@ -279,6 +285,11 @@ class ClientAPI:
         if isinstance(slot, Refusal):
             raise self.fail(entry, started, _limit_failure(slot))
         return slot
+
+    def record_spend(self, entry: TrafficEntry) -> None:
+        """A traffic log listener: charge a finished request to its client's spend cap, if any."""
+        if entry.cost_usd and self.limits.spend:
+            self.limits.record_spend(entry)
 
     def _limited_profile(self, who: Identity, body: dict[str, Any]) -> str:
         """The profile whose rate limit a request spends: the one its model names, else its key's

@@ -8,9 +8,15 @@ refilled at ``rpm / 60`` tokens per second, one token per request. A refused req
 ``Retry-After`` and the ``X-RateLimit-*`` headers (see :func:`refusal_headers`). ``/healthz`` and
 ``/status`` are never limited.
 
-The buckets live behind :class:`BucketStore` so that a shared store (Redis) can replace the
-in-process :class:`MemoryBuckets` without touching the request path. The stores outlive config
-reloads: a bucket whose limit did not change keeps its level, one whose limit changed starts full.
+The buckets live behind :class:`BucketStore` so that a shared store (Redis, see ``lm_gateway.cluster``)
+can replace the in-process :class:`MemoryBuckets` without touching the request path. The stores
+outlive config reloads: a bucket whose limit did not change keeps its level, one whose limit changed
+starts full.
+
+A spend cap (``[[clients]] max_spend_usd_per_day``) refuses a key's requests once what it spent this
+UTC day (the cost of every upstream call, from the tiers' prices) reaches the cap, until midnight UTC.
+A request is checked before it is routed and charged when it ends, so the one that crosses the cap
+completes. The day's totals live behind :class:`SpendStore` (shared through Redis the same way).
 
 Cost: with no limit configured, a request pays a couple of attribute checks here and nothing else
 (no allocation, no call). With limits, one ``OrderedDict`` lookup per bucket.
@@ -24,10 +30,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from lm_gateway.config.schema import Config, GatewayConfig
 from lm_gateway.http.server import Request, Response, ServerLimits, error_response
+from lm_gateway.traffic import TrafficEntry
 
 # At most this many buckets per store (per scope): beyond it the least recently used one is dropped,
 # so a flood of distinct client addresses cannot grow memory without bound. Dropping a bucket that
@@ -41,6 +49,8 @@ MAX_TRUST_CACHE = 4096
 
 RATE_LIMITED = "rate_limit_exceeded"
 TOO_MANY_STREAMS = "too_many_streams"
+SPEND_LIMITED = "spend_limit_exceeded"
+DAY_S = 86_400
 RATE_LIMIT_TYPE = "rate_limit_error"
 
 
@@ -101,6 +111,42 @@ class MemoryBuckets:
             del buckets[key]
         while len(buckets) >= self.max_keys:
             buckets.popitem(last=False)
+
+
+class SpendStore(Protocol):
+    """Where each capped client's spend of the day lives, keyed by client name and UTC day."""
+
+    async def spent(self, client: str, day: str) -> float:
+        """USD ``client`` spent on ``day`` (``YYYY-MM-DD``, UTC)."""
+        ...
+
+    def add(self, client: str, day: str, usd: float) -> None:
+        """Charge ``usd`` to ``client`` on ``day`` (never waits)."""
+        ...
+
+
+class MemorySpend:
+    """The in-process :class:`SpendStore`: one running total per capped client, today's only."""
+
+    __slots__ = ("_spent",)
+
+    def __init__(self) -> None:
+        self._spent: dict[str, tuple[str, float]] = {}
+
+    async def spent(self, client: str, day: str) -> float:
+        return self.spent_now(client, day)
+
+    def spent_now(self, client: str, day: str) -> float:
+        total = self._spent.get(client)
+        return total[1] if total is not None and total[0] == day else 0.0
+
+    def add(self, client: str, day: str, usd: float) -> None:
+        self._spent[client] = (day, self.spent_now(client, day) + usd)
+
+
+def utc_day(at: float) -> str:
+    """The UTC day of wall-clock time ``at``, as spend totals key it."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +233,13 @@ class StreamCounts:
 class LimitStores:
     """The state of every limit, kept across reloads (one per client API)."""
 
-    __slots__ = ("client", "ip", "profile", "streams")
+    __slots__ = ("client", "ip", "profile", "spend", "streams")
 
     def __init__(self, max_keys: int = MAX_BUCKETS) -> None:
         self.ip: BucketStore = MemoryBuckets(max_keys)
         self.client: BucketStore = MemoryBuckets(max_keys)
         self.profile: BucketStore = MemoryBuckets(max_keys)
+        self.spend: SpendStore = MemorySpend()
         self.streams = StreamCounts()
 
 
@@ -248,11 +295,11 @@ class TrustedProxies:
 class Limits:
     """The limits of one config snapshot, over the :class:`LimitStores` that outlive it.
 
-    ``ip``, ``clients``, ``profiles``, ``streams`` and ``trusted`` are None or empty when not
-    configured, so the request path tests one attribute per kind of limit and does nothing else.
+    ``ip``, ``clients``, ``profiles``, ``streams``, ``spend`` and ``trusted`` are None or empty when
+    not configured, so the request path tests one attribute per kind of limit and does nothing else.
     """
 
-    __slots__ = ("before_auth", "clients", "ip", "profiles", "stores", "streams", "trusted")
+    __slots__ = ("before_auth", "clients", "ip", "profiles", "spend", "stores", "streams", "trusted")
 
     def __init__(self, config: Config, stores: LimitStores) -> None:
         gateway = config.gateway
@@ -260,12 +307,15 @@ class Limits:
         self.ip = Rate.from_rpm(gateway.rate_limit_rpm)
         self.clients: dict[str, Rate] = {}
         self.streams: dict[str, int] = {}
+        self.spend: dict[str, float] = {}
         for client in config.clients:
             rate = Rate.from_rpm(client.rate_limit_rpm)
             if rate is not None:
                 self.clients[client.display_name] = rate
             if client.max_concurrent_streams is not None:
                 self.streams[client.display_name] = client.max_concurrent_streams
+            if client.max_spend_usd_per_day is not None:
+                self.spend[client.display_name] = client.max_spend_usd_per_day
         self.profiles: dict[str, Rate] = {}
         for name, profile in config.profiles.items():
             rate = Rate.from_rpm(profile.rate_limit_rpm)
@@ -307,6 +357,28 @@ class Limits:
         if not wait:
             return None
         return _rate_refusal(rate, wait, "profile", f"too many requests for profile '{name}'")
+
+    async def check_spend(self, name: str) -> Refusal | None:
+        cap = self.spend.get(name)
+        if cap is None:
+            return None
+        now = time.time()
+        spent = await self.stores.spend.spent(name, utc_day(now))
+        if spent < cap:
+            return None
+        until_midnight = max(1, math.ceil(DAY_S - now % DAY_S))
+        message = (
+            f"spend limit exceeded: this client key spent ${spent:.4f} today (UTC), its cap is ${cap:g} "
+            f"per day; retry after {until_midnight}s (midnight UTC)"
+        )
+        headers = [("retry-after", str(until_midnight)), ("x-ratelimit-scope", "spend")]
+        return Refusal(message, SPEND_LIMITED, headers)
+
+    def record_spend(self, entry: TrafficEntry) -> None:
+        """Charge a finished request's cost to its client's day (only capped clients are kept)."""
+        cost = entry.cost_usd
+        if cost and entry.client in self.spend:
+            self.stores.spend.add(entry.client, utc_day(entry.started), cost)
 
     def open_stream(self, name: str) -> Callable[[], None] | Refusal | None:
         """A stream slot for client ``name``: its release function, a :class:`Refusal` when the

@@ -254,6 +254,7 @@ def _build(
         backend_keys=secrets.backend_keys,
         client_keys=secrets.client_keys,
         admin_token=secrets.admin_token,
+        redis_url=secrets.redis_url,
         missing_secrets=secrets.missing,
     )
 

@@ -109,7 +109,12 @@ def _client_routing_view(client: ClientConfig) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if client.profiles:
         view["profiles"] = list(client.profiles)
-    for key in ("max_escalations_per_minute", "rate_limit_rpm", "max_concurrent_streams"):
+    for key in (
+        "max_escalations_per_minute",
+        "rate_limit_rpm",
+        "max_concurrent_streams",
+        "max_spend_usd_per_day",
+    ):
         value = getattr(client, key)
         if value is not None:
             view[key] = value
@@ -121,7 +126,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
 
     Shape: ``gateway`` (every field), ``backends`` (list), ``tiers`` (list), ``aliases`` (map),
     ``profiles`` (map name → every field, as lm-gateway-rs keys it), ``clients`` (list), plus
-    ``source``, ``warnings``, ``missing_secrets`` and ``admin_token_present``.
+    ``source``, ``warnings``, ``missing_secrets``, ``admin_token_present`` and ``redis_url_present``.
     """
     gateway = {
         spec.name: _plain(getattr(config.gateway, spec.name)) for spec in dataclasses.fields(config.gateway)
@@ -130,6 +135,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
         "source": config.source,
         "gateway": gateway,
         "admin_token_present": config.admin_token is not None,
+        "redis_url_present": config.redis_url is not None,
         "backends": [_backend_view(backend, config) for backend in config.backends.values()],
         "tiers": [_plain(dataclasses.asdict(tier)) for tier in config.tiers],
         "aliases": dict(config.aliases),

@@ -112,6 +112,17 @@ class GatewayConfig:
     # OpenTelemetry: export one span per request to this OTLP/HTTP collector (e.g.
     # "http://127.0.0.1:4318"); needs the `otel` extra. None = off, at zero cost.
     otlp_endpoint: str | None = None
+    # Several instances: where the state they share lives (rate-limit buckets, spend and escalation
+    # budgets, circuit breakers, the recent-traffic stream). A secret like every credential (the URL
+    # may hold a password): {source = "env", var = "LMG_REDIS_URL"} or {source = "file", path = ...}.
+    # None = every instance keeps its own state, with no Redis client loaded.
+    redis_url: SecretSource | None = None
+    # Namespace of every key the gateway writes (several clusters can share one Redis).
+    redis_prefix: str = "lmg"
+    # How long one Redis command may take before Redis counts as unreachable (see cluster/).
+    redis_timeout_ms: int = 250
+    # How this instance names itself in the cluster's traffic (default: host name and process id).
+    instance_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +257,8 @@ class ClientConfig:
     # answers it may have open at once; None = no limit.
     rate_limit_rpm: int | None = None
     max_concurrent_streams: int | None = None
+    # USD this key may spend per UTC day (from the tiers' prices); past it, 429 until midnight UTC.
+    max_spend_usd_per_day: float | None = None
 
     @property
     def display_name(self) -> str:
@@ -270,6 +283,7 @@ class Config:
     backend_keys: dict[str, Secret] = field(default_factory=dict)
     client_keys: tuple[tuple[ClientConfig, Secret], ...] = ()
     admin_token: Secret | None = None
+    redis_url: Secret | None = None
     missing_secrets: tuple[str, ...] = ()
 
     def tier(self, name: str) -> TierConfig | None:

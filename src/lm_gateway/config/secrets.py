@@ -20,6 +20,7 @@ from lm_gateway.config.schema import ClientConfig, Config, Secret, SecretSource
 # Visible ASCII. Spaces are allowed inside a value but not at its edges, where HTTP parsers strip them
 # (so the value the server compares would not be the value configured).
 _HEADER_SAFE = frozenset(chr(code) for code in range(0x21, 0x7F))
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class ResolvedSecrets:
     backend_keys: dict[str, Secret]
     client_keys: tuple[tuple[ClientConfig, Secret], ...]
     admin_token: Secret | None
+    redis_url: Secret | None
     missing: tuple[str, ...]
     errors: tuple[str, ...]
 
@@ -134,10 +136,22 @@ def resolve_secrets(
         lookup = resolve_secret(SecretSource(source="env", var=var), environ)
         admin_token = _collect(lookup, "gateway.admin_token_env", missing, errors)
 
+    redis_url: Secret | None = None
+    if config.gateway.redis_url is not None:
+        lookup = resolve_secret(config.gateway.redis_url, environ)
+        redis_url = _collect(lookup, "gateway.redis_url", missing, errors)
+        if redis_url is not None and not redis_url.reveal().startswith(REDIS_SCHEMES):
+            where = _describe(config.gateway.redis_url)
+            errors.append(
+                f"gateway.redis_url: the value of {where} is not a Redis URL (redis://, rediss://, unix://)"
+            )
+            redis_url = None
+
     return ResolvedSecrets(
         backend_keys=backend_keys,
         client_keys=tuple(client_keys),
         admin_token=admin_token,
+        redis_url=redis_url,
         missing=tuple(missing),
         errors=tuple(errors),
     )

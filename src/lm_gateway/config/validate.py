@@ -189,6 +189,18 @@ class _Validator:
         self.at_least("gateway.circuit_cooldown_ms", gateway.circuit_cooldown_ms, 1)
         self.check_gateway_limits(gateway)
         self.check_gateway_refs(gateway)
+        self.check_cluster(gateway)
+
+    def check_cluster(self, gateway: GatewayConfig) -> None:
+        """The Redis settings: key names must stay printable and unambiguous."""
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", gateway.redis_prefix):
+            self.error(
+                "gateway.redis_prefix", "must be 1-64 letters, digits or _ . : - (it starts every Redis key)"
+            )
+        self.between("gateway.redis_timeout_ms", gateway.redis_timeout_ms, 10, 60_000)
+        name = gateway.instance_name
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}", name):
+            self.error("gateway.instance_name", "must be 1-64 letters, digits or _ . : @ -")
 
     def check_gateway_limits(self, gateway: GatewayConfig) -> None:
         """The request limits, the client port's timeouts, the config watcher and trusted proxies."""
@@ -471,6 +483,18 @@ class _Validator:
         self.at_least(
             f"{path}.max_concurrent_streams", client.max_concurrent_streams, 1, "omit it for no limit"
         )
+        spend = client.max_spend_usd_per_day
+        if spend is not None:
+            priced = any(t.input_cost_per_mtok or t.output_cost_per_mtok for t in self.config.tiers)
+            if not spend > 0:
+                self.error(
+                    f"{path}.max_spend_usd_per_day", f"must be above 0 (omit it for no cap), got {spend:g}"
+                )
+            elif not priced:
+                self.warning(
+                    f"{path}.max_spend_usd_per_day",
+                    "no tier declares input_cost_per_mtok or output_cost_per_mtok, so nothing is ever spent",
+                )
 
     def check_client_names(self) -> None:
         """Extra profiles, escalation budgets and the per-client limits are looked up by client name:
@@ -483,14 +507,15 @@ class _Validator:
                 or client.max_escalations_per_minute is not None
                 or client.rate_limit_rpm
                 or client.max_concurrent_streams is not None
+                or client.max_spend_usd_per_day is not None
             )
             if first != index and routed:
                 path = index_path("clients", self.position("clients", index))
                 self.error(
                     f"{path}.name",
                     f"'{client.display_name}' also names clients[{self.position('clients', first)}]; give "
-                    "each client with profiles, max_escalations_per_minute, rate_limit_rpm or "
-                    "max_concurrent_streams its own name",
+                    "each client with profiles, max_escalations_per_minute, rate_limit_rpm, "
+                    "max_concurrent_streams or max_spend_usd_per_day its own name",
                 )
 
     def check_coverage(self) -> None:

@@ -72,6 +72,8 @@ async def serve(
     answering call (dispatch and classify, failover included); see :data:`Caller`.
     """
     decision = route(table, body, bound_profile=bound_profile, expert=expert, client=client)
+    if client is not None and table.budgets.shared is not None:
+        await table.budgets.refresh(client)
     profile = decision.profile
     trace.profile, trace.mode = profile.name, decision.mode
     if profile.mode is Mode.REPLY:

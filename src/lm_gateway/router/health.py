@@ -11,12 +11,18 @@ probe, and its outcome closes the circuit (with a fresh window) or opens it for 
 What counts as a failure: the backend could not give an answer (connection, timeout, 5xx, garbage,
 a refused credential, a stream cut mid-way). A 4xx about the request itself, and 429 (alive, only
 busy), are not failures: the backend answered.
+
+Several instances (``gateway.redis_url``): when a circuit opens or closes here, ``on_change`` tells
+the cluster, and a circuit another instance opened is copied in as ``remote_until`` (the monotonic
+time its cool-down ends): routing skips the backend until then, as if it were open here. Each
+instance still keeps its own window and its own half-open probe.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lm_gateway.config.schema import GatewayConfig
@@ -55,32 +61,42 @@ def is_failure(status: int, code: str) -> bool:
 class Circuit:
     """One backend's breaker. Not thread-safe: everything runs on the event loop."""
 
-    __slots__ = ("_failures", "_opened_at", "_outcomes", "_probing")
+    __slots__ = ("_failures", "_opened_at", "_outcomes", "_probing", "on_change", "remote_until")
 
     def __init__(self) -> None:
         self._outcomes: deque[bool] = deque()
         self._failures = 0
         self._opened_at: float | None = None  # None = closed
         self._probing = False
+        # Cluster: a cool-down another instance started (monotonic end; 0.0 = none), and who to tell
+        # when this circuit opens (True, with the cool-down in seconds) or closes (False, 0.0).
+        self.remote_until = 0.0
+        self.on_change: Callable[[bool, float], None] | None = None
 
     def is_open(self, policy: HealthPolicy, now: float | None = None) -> bool:
         """Whether routing should skip this backend now (open, or half-open with its probe out)."""
         if self._opened_at is None:
-            return False
+            return bool(self.remote_until) and self._remote_open()
         now = time.monotonic() if now is None else now
         return self._probing or now < self._opened_at + policy.cooldown_s
+
+    def _remote_open(self) -> bool:
+        if time.monotonic() < self.remote_until:
+            return True
+        self.remote_until = 0.0
+        return False
 
     def retry_in(self, policy: HealthPolicy) -> float:
         """Seconds until the circuit lets a probe through (0 when it would now)."""
         if self._opened_at is None:
-            return 0.0
+            return max(0.0, self.remote_until - time.monotonic()) if self.remote_until else 0.0
         return max(0.0, self._opened_at + policy.cooldown_s - time.monotonic())
 
     def admit(self, policy: HealthPolicy) -> str | None:
         """Take permission for one call: ``"closed"`` (go), ``"probe"`` (go, as the half-open probe)
         or None (refused: open, or another probe is out)."""
         if self._opened_at is None:
-            return "closed"
+            return None if self.remote_until and self._remote_open() else "closed"
         if self.is_open(policy):
             return None
         self._probing = True
@@ -93,7 +109,7 @@ class Circuit:
             if ok:
                 self._close()  # any answer proves the backend is back
             elif probe:
-                self._opened_at = time.monotonic()
+                self._open(policy)
             return
         outcomes = self._outcomes
         outcomes.append(ok)
@@ -103,7 +119,12 @@ class Circuit:
             if not outcomes.popleft():
                 self._failures -= 1
         if self._failures >= policy.min_failures and self._failures >= policy.threshold * len(outcomes):
-            self._opened_at = time.monotonic()
+            self._open(policy)
+
+    def _open(self, policy: HealthPolicy) -> None:
+        self._opened_at = time.monotonic()
+        if self.on_change is not None:
+            self.on_change(True, policy.cooldown_s)
 
     def abandon(self) -> None:
         """The probe ended without an outcome (cancelled): let another probe through."""
@@ -113,11 +134,14 @@ class Circuit:
         self._opened_at = None
         self._outcomes.clear()
         self._failures = 0
+        self.remote_until = 0.0
+        if self.on_change is not None:
+            self.on_change(False, 0.0)
 
     def snapshot(self, policy: HealthPolicy) -> dict[str, object]:
         """The state as the admin API shows it."""
         if self._opened_at is None:
-            state = "closed"
+            state = "open" if self.remote_until and self._remote_open() else "closed"
         elif self._probing or not self.is_open(policy):
             state = "half-open"
         else:
@@ -127,4 +151,5 @@ class Circuit:
             "window": len(self._outcomes),
             "failures": self._failures,
             "retry_in_s": round(self.retry_in(policy), 3),
+            "opened_elsewhere": self._opened_at is None and state == "open",
         }

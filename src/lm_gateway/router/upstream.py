@@ -91,6 +91,11 @@ def runtime_of(backend: Backend) -> BackendRuntime:
     return runtime
 
 
+def circuits_of(backends: dict[str, Backend]) -> dict[str, Circuit]:
+    """Each backend's circuit breaker, by backend name (for the cluster to share)."""
+    return {name: runtime_of(backend).circuit for name, backend in backends.items()}
+
+
 def is_open(ctx: RequestContext, tier: TierConfig) -> bool:
     """Whether routing should skip ``tier`` because its backend's circuit is open."""
     policy = ctx.table.health

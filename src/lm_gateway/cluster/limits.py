@@ -1,0 +1,174 @@
+"""Rate-limit buckets, escalation budgets and spend totals shared by every instance.
+
+Token buckets (rate limits and escalation budgets) are one Redis hash each, updated by one Lua script
+(:data:`TOKEN_BUCKET`): refill from Redis's own clock, take, store, all atomic. So the sum of what all
+instances accept stays within the limit, whatever the instances' clocks say. The semantics are those
+of the in-process buckets (``api/limits.py``): a bucket used with another rate or size starts full.
+
+Spend totals are one float per client and UTC day (``INCRBYFLOAT``, kept two days). A charge is added
+to this instance's pending total at once and sent in the background; what could not be sent (Redis
+down) stays pending and is sent when Redis is back, so no spend is lost.
+
+While Redis is down: buckets are this instance's own (so each instance enforces the whole limit by
+itself: the cluster may accept up to N times the limit during the outage); the escalation budget is
+the local one; a spend check uses the last total read from Redis plus everything charged here since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from typing import Any
+
+from lm_gateway.api.limits import BucketStore, LimitStores
+from lm_gateway.cluster.link import RedisLink, Unavailable
+
+# KEYS[1]: the bucket. ARGV: rate (tokens/s), burst (size), cost (tokens to take; 0 = read only).
+# Returns {tokens left, seconds until `cost` tokens are there (0 when taken)}, as strings (Lua
+# numbers would come back truncated to integers).
+TOKEN_BUCKET = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'burst')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or ts == nil or tonumber(b[3]) ~= rate or tonumber(b[4]) ~= burst then
+  tokens, ts = burst, now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if cost > 0 then
+  if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now),
+  'rate', ARGV[1], 'burst', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst / rate) * 1000) + 1000)
+return {tostring(tokens), tostring(wait)}
+"""
+SPEND_TTL_S = 2 * 86_400
+
+
+class TokenBuckets:
+    """The Lua script, bound to a link."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._script = link.redis.register_script(TOKEN_BUCKET)
+
+    async def take(self, key: str, rate: float, burst: float, cost: int = 1) -> tuple[float, float]:
+        """(tokens left, seconds to wait); :class:`Unavailable` when Redis does not answer."""
+        rate_arg, burst_arg = repr(float(rate)), repr(float(burst))
+
+        async def command(_: Any) -> Any:
+            return await self._script(keys=[key], args=[rate_arg, burst_arg, cost])
+
+        tokens, wait = await self.link.run(command)
+        return float(tokens), float(wait)
+
+
+class SharedBuckets:
+    """A :class:`~lm_gateway.api.limits.BucketStore` over Redis, ``local`` while Redis is down."""
+
+    def __init__(self, buckets: TokenBuckets, scope: str, local: BucketStore) -> None:
+        self._buckets = buckets
+        self._prefix = buckets.link.key("rl", scope, "")
+        self.local = local
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        try:
+            return (await self._buckets.take(self._prefix + key, rate, burst))[1]
+        except Unavailable:
+            return await self.local.take(key, rate, burst)
+
+
+class SharedBudgets:
+    """Escalation budgets (:class:`~lm_gateway.router.budget.SharedBudgets`) over Redis buckets of
+    ``per_minute`` steps refilled at ``per_minute`` per minute."""
+
+    def __init__(self, buckets: TokenBuckets) -> None:
+        self._buckets = buckets
+        self._prefix = buckets.link.key("esc", "")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def level(self, client: str, per_minute: int) -> float | None:
+        try:
+            return (await self._buckets.take(self._prefix + client, per_minute / 60, per_minute, 0))[0]
+        except Unavailable:
+            return None
+
+    def spend(self, client: str, per_minute: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._spend(client, per_minute))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _spend(self, client: str, per_minute: int) -> None:
+        # Unavailable: the local budget already took the step; the shared one refills meanwhile anyway.
+        with contextlib.suppress(Unavailable):
+            await self._buckets.take(self._prefix + client, per_minute / 60, per_minute)
+
+
+class SharedSpend:
+    """A :class:`~lm_gateway.api.limits.SpendStore` over Redis (see the module doc for outages)."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._pending: dict[tuple[str, str], float] = {}  # charged here, not yet in Redis
+        self._known: dict[str, tuple[str, float]] = {}  # last total read from Redis, by client
+        self._flushing: asyncio.Task[None] | None = None
+        link.on_up.append(self.flush)
+
+    def _key(self, client: str, day: str) -> str:
+        return self.link.key("spend", day, client)
+
+    async def spent(self, client: str, day: str) -> float:
+        pending = self._pending.get((client, day), 0.0)
+        try:
+            raw = await self.link.run(lambda redis: redis.get(self._key(client, day)))
+        except Unavailable:
+            known = self._known.get(client)
+            return (known[1] if known is not None and known[0] == day else 0.0) + pending
+        total = float(raw or 0.0)
+        self._known[client] = (day, total)
+        return total + pending
+
+    def add(self, client: str, day: str, usd: float) -> None:
+        key = (client, day)
+        self._pending[key] = self._pending.get(key, 0.0) + usd
+        if self._flushing is None and self.link.up:
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Send every pending charge (one pipeline); what fails stays pending."""
+        try:
+            while self._pending:
+                batch = dict(self._pending)
+                await self.link.run(functools.partial(self._incr, batch=batch))
+                for key, usd in batch.items():
+                    left = self._pending.get(key, 0.0) - usd
+                    if left > 1e-12:
+                        self._pending[key] = left
+                    else:
+                        self._pending.pop(key, None)
+        except Unavailable:
+            pass
+        finally:
+            self._flushing = None
+
+    async def _incr(self, redis: Any, *, batch: dict[tuple[str, str], float]) -> Any:
+        pipe = redis.pipeline(transaction=False)
+        for (client, day), usd in batch.items():
+            pipe.incrbyfloat(self._key(client, day), usd)
+            pipe.expire(self._key(client, day), SPEND_TTL_S)
+        return await pipe.execute()
+
+
+def shared_limit_stores(link: RedisLink, stores: LimitStores) -> TokenBuckets:
+    """Put Redis behind ``stores``' buckets and spend, the in-process stores kept as the fallback.
+    Returns the buckets (the escalation budgets use them too)."""
+    buckets = TokenBuckets(link)
+    stores.ip = SharedBuckets(buckets, "ip", stores.ip)
+    stores.client = SharedBuckets(buckets, "client", stores.client)
+    stores.profile = SharedBuckets(buckets, "profile", stores.profile)
+    stores.spend = SharedSpend(link)
+    return buckets

@@ -1,0 +1,346 @@
+"""Several gateway instances sharing state through a real Redis server (``[gateway] redis_url``).
+
+Two in-process gateways on their own ports, one real ``redis-server`` and one fake OpenAI upstream,
+all over real sockets: a shared rate limit, the cluster's traffic on each dashboard, a circuit opened
+on one instance respected by the other, a shared spend cap and escalation budget, and what happens
+when Redis dies and comes back (the documented behaviour: serve on, fall back to per-instance state,
+resume when Redis answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lm_gateway.cluster.limits import TokenBuckets
+from lm_gateway.cluster.link import RedisLink
+from lm_gateway.config import ConfigError, load_config
+
+from .conftest import StartGateway
+from .fakes.openai_backend import OpenAIBackend
+from .fakes.script import Reply, Status
+from .gateway import DEMO, RunningGateway, config_text, openai_backend_config
+from .redis_server import PASSWORD, RedisServer
+
+KEY_A, KEY_B = "sk-client-a-1111", "sk-client-b-2222"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[OpenAIBackend]:
+    with OpenAIBackend() as backend:
+        yield backend
+
+
+def cluster_extra(name: str, extra: str = "") -> str:
+    return f"""
+        redis_url = {{ source = "env", var = "LMG_REDIS_URL" }}
+        instance_name = "{name}"
+        {extra}
+        """
+
+
+def two_instances(
+    start_gateway: StartGateway, redis: RedisServer, body: str, gateway_extra: str = ""
+) -> tuple[RunningGateway, RunningGateway]:
+    env = {"LMG_REDIS_URL": redis.url, "KEY_A": KEY_A}
+    prefix = f'redis_prefix = "p{time.monotonic_ns()}"\n'
+    first = start_gateway(body, env=env, gateway_extra=cluster_extra("gw-a", gateway_extra) + prefix)
+    second = start_gateway(body, env=env, gateway_extra=cluster_extra("gw-b", gateway_extra) + prefix)
+    return first, second
+
+
+CLIENT = """
+[[clients]]
+name = "team"
+key_env = "KEY_A"
+profile = "default"
+{limits}
+"""
+
+
+def chat(
+    gw: RunningGateway, key: str | None = KEY_A, model: str = "hint:fast", text: str = "hi"
+) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    return httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=15)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_instances_share_one_rate_limit(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    # 60 per minute: a bucket of 30, refilled at one per second. Each instance alone would take 30.
+    body = openai_backend_config(fake.url) + CLIENT.format(limits="rate_limit_rpm = 60")
+    a, b = two_instances(start_gateway, redis_server, body)
+    started = time.monotonic()
+    statuses = {"a": [], "b": []}
+    for index in range(40):
+        name, gw = ("a", a) if index % 2 == 0 else ("b", b)
+        statuses[name].append(chat(gw).status_code)
+    elapsed = time.monotonic() - started
+    accepted = sum(status == 200 for codes in statuses.values() for status in codes)
+    # The whole cluster stays within the bucket (plus what refilled while the test ran).
+    assert 30 <= accepted <= 30 + int(elapsed) + 1, (accepted, elapsed)
+    assert 429 in statuses["a"] and 429 in statuses["b"]
+    refused = chat(a)
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-scope"] == "client"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_each_dashboard_shows_the_cluster_traffic(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    a, b = two_instances(start_gateway, redis_server, openai_backend_config(fake.url))
+    assert chat(a, key=None, text="from a").status_code == 200
+    assert chat(b, key=None, model="hint:cloud").status_code == 200
+
+    def seen_on_b() -> list[dict[str, Any]]:
+        entries = b.admin_get("/admin/traffic")["entries"]
+        return entries if len(entries) == 2 else []
+
+    entries = wait_for(seen_on_b, what="both instances' entries on b")
+    assert sorted(e["instance"] for e in entries) == ["gw-a", "gw-b"]
+    assert {e["instance"]: e["tier"] for e in entries} == {"gw-a": "local:fast", "gw-b": "cloud:economy"}
+    own = b.admin_get("/admin/traffic?scope=instance")
+    assert own["scope"] == "instance" and [e["tier"] for e in own["entries"]] == ["cloud:economy"]
+    stats = b.admin_get("/admin/stats")
+    assert stats["scope"] == "cluster" and stats["totals"]["total"] == 2
+    assert b.admin_get("/admin/stats?scope=instance")["totals"]["total"] == 1
+    cluster = wait_for(lambda: (v := a.admin_get("/admin/cluster"))["instances"] == ["gw-a", "gw-b"] and v)
+    assert cluster["redis"] == "up" and cluster["instance"] == "gw-a"
+    assert httpx.get(b.admin_url + "/admin/traffic?scope=everyone").status_code == 400
+
+
+def test_a_circuit_opened_on_one_instance_is_skipped_by_the_other(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    extra = "circuit_min_failures = 2\ncircuit_cooldown_ms = 60000\nmax_retries = 0\n"
+    a, b = two_instances(start_gateway, redis_server, openai_backend_config(fake.url), extra)
+    fake.set_default(Status(500))
+    assert [chat(a, key=None).status_code for _ in range(2)] == [502, 502]
+    assert chat(a, key=None).json()["error"]["code"] == "backend_circuit_open"
+
+    def opened_elsewhere_on_b() -> bool:
+        backends = b.admin_get("/admin/stats")["backends"]
+        return any((item.get("circuit") or {}).get("opened_elsewhere") for item in backends)
+
+    wait_for(opened_elsewhere_on_b, what="b to learn that a opened the circuit")
+    calls = len(fake.requests)
+    for _ in range(3):  # b skips the backend without spending a request on it
+        response = chat(b, key=None)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "backend_circuit_open"
+    assert len(fake.requests) == calls
+
+
+def test_spend_cap_is_shared_by_the_instances(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    # One dollar per prompt token: the first answer alone spends the day's cap of $2.
+    body = openai_backend_config(fake.url).replace(
+        'model = "fast-model"', 'model = "fast-model"\ninput_cost_per_mtok = 1000000.0'
+    ) + CLIENT.format(limits="max_spend_usd_per_day = 2.0")
+    a, b = two_instances(start_gateway, redis_server, body)
+    assert chat(a).status_code == 200
+
+    def refused_on_b() -> httpx.Response | None:
+        response = chat(b)
+        return response if response.status_code == 429 else None
+
+    response = wait_for(refused_on_b, what="b to refuse the client a charged")
+    error = response.json()["error"]
+    assert error["code"] == "spend_limit_exceeded" and "cap is $2" in error["message"]
+    assert response.headers["x-ratelimit-scope"] == "spend"
+    assert 0 < int(response.headers["retry-after"]) <= 86_400
+    assert chat(a).status_code == 429
+
+
+def test_escalation_budget_is_shared_by_the_instances(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    body = openai_backend_config(fake.url).replace('mode = "dispatch"', 'mode = "escalate"') + CLIENT.format(
+        limits="max_escalations_per_minute = 1"
+    )
+    a, b = two_instances(start_gateway, redis_server, body)
+    good = Reply(text="A complete and sufficiently long answer to the question.")
+    fake.script(Reply(text=""), good)  # a: the cheap tier's empty answer escalates (spends the budget)
+    first = chat(a, model="default")
+    assert first.status_code == 200 and first.headers["x-lmg-tier"] == "cloud:economy"
+    fake.script(Reply(text=""), good)
+    second = chat(b, model="default")  # b: the shared budget is spent, so no step up
+    assert second.status_code == 200
+    assert second.headers["x-lmg-tier"] == "local:fast"
+    assert "cloud:economy" not in second.headers["x-lmg-route"]  # not even tried
+    assert len(fake.requests) == 3
+
+
+def test_redis_outage_serves_on_per_instance_then_recovers(
+    redis_server: RedisServer,
+    start_gateway: StartGateway,
+    fake: OpenAIBackend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    body = openai_backend_config(fake.url) + CLIENT.format(limits="rate_limit_rpm = 6")  # bucket of 3
+    a, b = two_instances(start_gateway, redis_server, body)
+    assert chat(a).status_code == 200  # one of the shared 3
+    wait_for(lambda: len(b.admin_get("/admin/traffic")["entries"]) == 1, what="the entry on b")
+
+    redis_server.kill()
+    started = time.monotonic()
+    # Documented: traffic is never refused because of Redis; limits fall back to each instance's own
+    # bucket (full: this instance never used its local one), so a gets 3 more, then 429.
+    statuses = [chat(a).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    assert time.monotonic() - started < 5
+    assert chat(b).status_code == 200  # b: its own bucket, also full
+    assert a.admin_get("/admin/cluster")["redis"] == "down"
+    assert b.admin_get("/admin/cluster")["redis"] == "down"
+
+    redis_server.start()  # same port, empty (no persistence), as after a crash
+    wait_for(lambda: a.admin_get("/admin/cluster")["redis"] == "up", what="a to reconnect")
+    wait_for(lambda: b.admin_get("/admin/cluster")["redis"] == "up", what="b to reconnect")
+
+    # The entries recorded during the outage were queued and are published now: b sees a's five
+    # requests made while Redis was down (three answered, two refused) besides the first one.
+    def outage_entries() -> list[dict[str, Any]]:
+        entries = b.admin_get("/admin/traffic")["entries"]
+        return [e for e in entries if e["instance"] == "gw-a"] if len(entries) >= 6 else []
+
+    from_a = wait_for(outage_entries, what="a's queued entries on b")
+    assert sorted(e["status"] for e in from_a) == [200, 200, 200, 200, 429, 429]
+    # Shared again: a fresh shared bucket of 3 for both instances together.
+    statuses = [chat(gw).status_code for gw in (a, b, a, b)]
+    assert statuses.count(200) == 3 and statuses[-1] == 429
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "redis unreachable" in messages and "redis reachable again" in messages
+    assert PASSWORD not in messages and PASSWORD not in caplog.text
+
+
+def test_redis_url_is_a_secret(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend, tmp_path: Path
+) -> None:
+    a, _ = two_instances(start_gateway, redis_server, openai_backend_config(fake.url))
+    for path in ("/admin/config", "/admin/cluster", "/admin/stats", "/admin/traffic"):
+        text = httpx.get(a.admin_url + path).text
+        assert PASSWORD not in text and "redis://" not in text, path
+    config = a.admin_get("/admin/config")
+    assert config["redis_url_present"] is True
+    assert config["gateway"]["redis_url"] == {"source": "env", "var": "LMG_REDIS_URL", "path": None}
+    # A value that is not a Redis URL is refused at load, naming where it came from, not the value.
+    path = tmp_path / "bad.toml"
+    path.write_text('[gateway]\nredis_url = { source = "env", var = "R" }\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"R": "http://user:hunter2-secret@example.com"})
+    assert "env var R is not a Redis URL" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_missing_redis_url_secret_serves_per_instance(
+    start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    gw = start_gateway(openai_backend_config(fake.url), gateway_extra=cluster_extra("solo"))
+    assert chat(gw, key=None).status_code == 200
+    assert gw.admin_get("/admin/cluster") == {"enabled": False}
+    assert any("LMG_REDIS_URL" in item for item in gw.admin_get("/admin/health")["missing_secrets"])
+    assert httpx.get(gw.admin_url + "/admin/traffic?scope=cluster").status_code == 400
+
+
+def test_token_bucket_is_atomic_under_concurrent_takes(redis_server: RedisServer) -> None:
+    async def run() -> list[float]:
+        link = RedisLink(redis_server.url, "atomic", 1.0)
+        await link.start()
+        try:
+            buckets = TokenBuckets(link)
+            waits = await asyncio.gather(*(buckets.take("k", 0.001, 10.0) for _ in range(60)))
+            return [wait for _tokens, wait in waits]
+        finally:
+            await link.close()
+
+    waits = asyncio.run(run())
+    assert sum(wait == 0.0 for wait in waits) == 10
+    assert all(wait > 0 for wait in waits if wait) and len(waits) == 60
+
+
+def test_without_redis_url_the_redis_client_is_never_imported(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(config_text(DEMO))
+    code = (
+        "import sys, asyncio\n"
+        "from lm_gateway.config import load_config\n"
+        "from lm_gateway.server import Gateway\n"
+        "async def main():\n"
+        f"    gw = Gateway(load_config({str(path)!r}))\n"
+        "    await gw.start_admin(); await gw.start_client(); await gw.stop()\n"
+        "asyncio.run(main())\n"
+        "print('redis' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_workers_share_the_limit_and_publish_through_their_supervisor(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_workers_processes import Workers
+
+    monkeypatch.setenv("LMG_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("KEY_A", KEY_A)
+    path = tmp_path / "config.toml"
+    body = DEMO.replace(
+        "[profiles.default]", CLIENT.format(limits="rate_limit_rpm = 60") + "\n[profiles.default]"
+    )
+    path.write_text(config_text(body, gateway_extra=cluster_extra("gw-w")))
+    gw = Workers(path, workers=2)
+    try:
+        started = time.monotonic()
+        headers = {"authorization": f"Bearer {KEY_A}"}
+        statuses = [
+            httpx.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "hint:fast", "messages": [{"role": "user", "content": "hi"}]},
+                headers=headers,
+                timeout=10,
+            ).status_code
+            for _ in range(45)
+        ]
+        elapsed = time.monotonic() - started
+        # Without Redis each worker would have its own bucket of 30 (up to 60 accepted).
+        assert 30 <= statuses.count(200) <= 30 + int(elapsed) + 1, (statuses.count(200), elapsed)
+
+        def all_entries() -> list[dict[str, Any]]:
+            entries: list[dict[str, Any]] = gw.get("/admin/traffic?limit=100")["entries"]
+            return entries if len(entries) == 45 else []
+
+        entries = wait_for(all_entries, what="every worker's entries in the cluster view")
+        assert {e["instance"] for e in entries} == {"gw-w"}
+        assert len({e["worker"] for e in entries}) == 2, "both workers served and share one bucket"
+    finally:
+        gw.stop()
