@@ -223,10 +223,12 @@ def test_redis_outage_serves_on_per_instance_then_recovers(
     assert chat(b).status_code == 200  # b: its own bucket, also full
     assert a.admin_get("/admin/cluster")["redis"] == "down"
     assert b.admin_get("/admin/cluster")["redis"] == "down"
+    assert "lmg_redis_up 0.0" in httpx.get(a.admin_url + "/metrics").text
 
     redis_server.start()  # same port, empty (no persistence), as after a crash
     wait_for(lambda: a.admin_get("/admin/cluster")["redis"] == "up", what="a to reconnect")
     wait_for(lambda: b.admin_get("/admin/cluster")["redis"] == "up", what="b to reconnect")
+    assert "lmg_redis_up 1.0" in httpx.get(a.admin_url + "/metrics").text
 
     # The entries recorded during the outage were queued and are published now: b sees a's five
     # requests made while Redis was down (three answered, two refused) besides the first one.

@@ -108,6 +108,14 @@ class _Collector:
         yield GaugeMetricFamily(
             "lmg_uptime_seconds", "Seconds since the gateway started.", self.gateway.uptime()
         )
+        cluster = self.gateway.cluster
+        if cluster is not None:
+            yield GaugeMetricFamily(
+                "lmg_redis_up",
+                "1 while the Redis holding the cluster's shared state answers, 0 while this instance "
+                "falls back to its own state.",
+                1 if cluster.link.up else 0,
+            )
 
 
 def _request_families(traffic: TrafficLog) -> Iterator[Metric]:
