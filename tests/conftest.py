@@ -1,13 +1,19 @@
-"""Fixtures shared by the socket-level tests: a gateway factory that cleans up after itself."""
+"""Fixtures shared by the tests: a gateway factory that cleans up after itself, a fake OpenAI
+upstream, a real Redis server, and Debian's headless Chromium (driven by Playwright) for the
+dashboard tests. A missing browser or ``redis-server`` is a failure, not a skip: CI installs them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from .fakes.openai_backend import OpenAIBackend
 from .gateway import RunningGateway, config_text
+from .redis_server import RedisServer
 
 StartGateway = Callable[..., RunningGateway]
 
@@ -27,3 +33,59 @@ def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
     yield start
     for gateway in reversed(running):
         gateway.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[OpenAIBackend]:
+    """A fake OpenAI-compatible upstream (modules with their own ``fake`` use theirs)."""
+    with OpenAIBackend() as backend:
+        yield backend
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of its own (request it before ``start_gateway``, so that it stops last)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+CHROMIUM = os.environ.get("LMG_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)"
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh tab (own session storage) that fails the test on any script error."""
+    context = browser.new_context(viewport={"width": 1360, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"script errors on the page: {errors}"

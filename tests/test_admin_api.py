@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
@@ -16,12 +14,6 @@ from .gateway import config_text, openai_backend_config
 
 CANARY_KEY = "sk-canary-backend-7f3a9c"
 CANARY_TOKEN = "admin-canary-token-51d2"
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def test_health_reports_counts_and_readiness(start_gateway: StartGateway, fake: OpenAIBackend) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -36,12 +35,6 @@ profile = "default"
 key_env = "KEY_B"
 profile = "premium"
 """
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

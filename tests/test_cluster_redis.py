@@ -14,7 +14,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,6 @@ from .gateway import DEMO, RunningGateway, config_text, openai_backend_config
 from .redis_server import PASSWORD, RedisServer
 
 KEY_A, KEY_B = "sk-client-a-1111", "sk-client-b-2222"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def cluster_extra(name: str, extra: str = "") -> str:

@@ -8,70 +8,22 @@ Screenshots go to ``test-artifacts/`` (look at them; they are not compared).
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Reply, Status
 from .gateway import RunningGateway, config_text, openai_backend_config
 
-CHROMIUM = os.environ.get("LMG_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ADMIN_TOKEN = "dash-admin-token-7c1e"
 MARKUP_MODEL = '<script>window.__pwned = "model"</script>'
 MARKUP_ERROR = "<img src=x onerror=\"window.__pwned = 'error'\">"
 MARKUP_TIER = '<b onmouseover="window.__pwned = 1">bold:tier</b>'
-WAIT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)"
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh tab (own session storage) that fails the test on any script error."""
-    context = browser.new_context(viewport={"width": 1360, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert errors == [], f"script errors on the page: {errors}"
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def chat(gw: RunningGateway, model: str, *, stream: bool = False) -> int:

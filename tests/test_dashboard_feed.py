@@ -22,12 +22,6 @@ TOKEN = "feed-admin-token-3b9f"
 STATIC = Path(__file__).resolve().parent.parent / "src" / "lm_gateway" / "api" / "static"
 
 
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
-
-
 def chat(gw: RunningGateway, model: str, *, stream: bool = False) -> int:
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello"}]}
     return httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10).status_code

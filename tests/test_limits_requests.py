@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -70,12 +69,6 @@ def test_depth_on_the_bytes_matches_a_walk_of_the_value(value: object) -> None:
 def test_default_body_limits_are_documented_values() -> None:
     limits = BodyLimits()
     assert (limits.max_depth, limits.max_messages) == (64, 10_000)
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ counters and histograms match the traffic that was actually sent (failures inclu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,12 +18,6 @@ from .gateway import RunningGateway, openai_backend_config
 # A backend name a Prometheus label must escape: quotes, a backslash and a newline (a TOML quoted key).
 AWKWARD_NAME = 'say "hi" \\ back\nslash'
 AWKWARD_TOML = '"say \\"hi\\" \\\\ back\\nslash"'
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def chat(gw: RunningGateway, model: str, *, stream: bool = False) -> int:

@@ -3,8 +3,6 @@ gateway forwards requests untouched except for ``model``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
@@ -12,12 +10,6 @@ from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Reply, Stream, ToolCall, Usage
 from .gateway import RunningGateway, openai_backend_config
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -113,12 +113,6 @@ async def test_the_watcher_waits_for_files_to_settle(layout: Path) -> None:
 
 
 # -- through a running gateway ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def chat(

@@ -8,7 +8,6 @@ never is.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -65,12 +64,6 @@ key_env = "HA_KEY"
 profile = "auto"
 profiles = ["ladder"]
 """
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def request(body: Any, query: str = "") -> Request:

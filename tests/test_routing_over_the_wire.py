@@ -4,10 +4,7 @@ cost in the traffic stats."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
@@ -55,12 +52,6 @@ profiles = ["careful"]
 """
 KEY = {"Authorization": "Bearer team-key-1"}
 ASK = {"messages": [{"role": "user", "content": "Explain how lifetimes work in Rust."}]}
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def chat(url: str, model: str, headers: dict[str, str] = KEY) -> httpx.Response:

@@ -5,7 +5,6 @@ buffering and replay, Retry-After from real headers, the traffic log)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -53,12 +52,6 @@ max_auto_tier = "cloud:deep"
 mode = "escalate"
 max_auto_tier = "cloud:deep"
 """
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

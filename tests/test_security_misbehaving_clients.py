@@ -10,7 +10,6 @@ import resource
 import socket
 import statistics
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -26,12 +25,6 @@ from .gateway import RunningGateway, openai_backend_config
 CHAT = "/v1/chat/completions"
 QUESTION = {"model": "hint:fast", "messages": [{"role": "user", "content": "q"}]}
 BODY = b'{"model":"hint:fast","messages":[{"role":"user","content":"q"}]}'
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def open_connections(gw: RunningGateway) -> int:

@@ -3,8 +3,6 @@ backend, model, profile, client or secret name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -24,12 +22,6 @@ NAMES = (
     "default",
     "CLIENT_KEY",
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 def test_status_is_public_counts_traffic_and_names_nothing(

@@ -4,7 +4,6 @@ shape, streams never end silently, and the gateway keeps serving afterwards."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -29,12 +28,6 @@ from .gateway import RunningGateway, free_port, openai_backend_config
 
 CHAT = "/v1/chat/completions"
 QUESTION = {"model": "hint:fast", "messages": [{"role": "user", "content": "q"}]}
-
-
-@pytest.fixture
-def fake() -> Iterator[OpenAIBackend]:
-    with OpenAIBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

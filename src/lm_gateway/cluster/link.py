@@ -153,6 +153,11 @@ class RedisLink:
         while True:
             await asyncio.sleep(RECONNECT_S)
             if not self.up:
+                # Connections pooled before the outage are dead (a restarted Redis does not know
+                # them): drop them all, or each would fail once and take Redis "down" again.
+                for client in (self.redis, self.blocking):
+                    with contextlib.suppress(Exception):
+                        await client.connection_pool.disconnect()
                 await self._ping()
 
     def view(self) -> dict[str, Any]:

@@ -5,6 +5,8 @@
  * that it can carry the admin token as a Bearer header; EventSource cannot send headers) brings a
  * snapshot, then every new traffic entry as it is recorded, then fresh stats every two seconds.
  * Nothing is polled. Config and backend probes are fetched on load and when the operator asks.
+ * With Redis (stats.cluster set) the header shows the cluster and a scope switch: the whole cluster's
+ * traffic and figures, or this instance's own (?scope=...; switching reconnects the feed).
  *
  * Safety: names, errors and model output may contain markup, so this file never parses HTML. Every
  * piece of content goes through el() and ends up as textContent or a text node.
@@ -25,6 +27,8 @@
     filter: "",
     errorsOnly: false,
     tokenPrompt: null,
+    scope: null, // null: the gateway's default (cluster with Redis); else "cluster" or "instance"
+    feed: null, // the live feed's AbortController
   };
 
   const $ = (id) => document.getElementById(id);
@@ -183,6 +187,11 @@
 
   // -- the live feed ------------------------------------------------------------------------------
 
+  const SWITCH = "scope switch"; // the abort reason when the scope changes: reconnect at once
+
+  /** "?scope=x" (or "&scope=x" after other parameters) once the operator picked a scope, else "". */
+  const scopeParam = (sep) => (state.scope ? `${sep}scope=${encodeURIComponent(state.scope)}` : "");
+
   function setConnection(kind, text) {
     const pill = $("conn");
     pill.className = `pill ${kind === "live" ? "pill-ok" : kind === "wait" ? "pill-wait" : "pill-bad"}`;
@@ -228,19 +237,24 @@
     let live = false;
     for (;;) {
       const abort = new AbortController();
+      state.feed = abort;
       let watchdog = null;
       const arm = () => {
         clearTimeout(watchdog);
         watchdog = setTimeout(() => abort.abort(), STALE_MS);
       };
       try {
-        const resp = await fetch(`/admin/traffic/stream?backlog=${MAX_ROWS}`, {
+        const resp = await fetch(`/admin/traffic/stream?backlog=${MAX_ROWS}${scopeParam("&")}`, {
           headers: authHeaders(),
           cache: "no-store",
           signal: abort.signal,
         });
         if (resp.status === 401) {
           await askToken(await readJson(resp));
+          continue;
+        }
+        if (resp.status === 400 && state.scope) {
+          state.scope = null; // e.g. restarted without Redis: back to the gateway's default
           continue;
         }
         if (!resp.ok || !resp.body) throw new ApiError(resp.status, await readJson(resp));
@@ -258,6 +272,7 @@
       }
       clearTimeout(watchdog);
       live = false;
+      if (abort.signal.reason === SWITCH) continue;
       failures += 1;
       setConnection(failures > 3 ? "bad" : "wait", failures > 3 ? "offline" : "reconnecting");
       await new Promise((resolve) => setTimeout(resolve, retryMs));
@@ -297,6 +312,7 @@
       entry.error,
       entry.id,
       entry.class_label,
+      entry.instance,
     ]
       .join(" ")
       .toLowerCase();
@@ -365,7 +381,12 @@
       el(
         "tr",
         null,
-        el("td", { class: "time", text: fmtTime(entry.started), title: entry.timestamp }),
+        el(
+          "td",
+          { class: "time", title: entry.timestamp },
+          fmtTime(entry.started),
+          entry.instance ? el("div", { class: "instance", text: entry.instance, title: "instance" }) : null,
+        ),
         el("td", { class: "opt", text: entry.client }),
         el("td", { class: "narrow-hide", text: entry.profile || dash }),
         routeCell(entry),
@@ -423,6 +444,7 @@
 
   const DETAIL_FIELDS = [
     ["id", "Request id"],
+    ["instance", "Instance"],
     ["timestamp", "Time"],
     ["client", "Client"],
     ["profile", "Profile"],
@@ -674,10 +696,14 @@
       circuit.state === "open" && circuit.retry_in_s
         ? `retry in ${Math.ceil(circuit.retry_in_s)}s`
         : `${circuit.failures}/${circuit.window} failed`;
+    const elsewhere = circuit.state === "open" && circuit.opened_elsewhere;
     return el(
       "td",
       null,
       el("span", { class: cls, text: circuit.state }),
+      elsewhere
+        ? [" ", el("span", { class: "small s-warn", text: "opened elsewhere", title: "by another instance" })]
+        : null,
       el("div", { class: "muted small", text: detail }),
     );
   }
@@ -724,10 +750,50 @@
     );
   }
 
+  /** The header's cluster pill and scope switch; hidden (the page as without Redis) when no cluster. */
+  function renderCluster(stats) {
+    const cluster = stats.cluster;
+    $("cluster").hidden = !cluster;
+    if (!cluster) return;
+    const down = cluster.redis !== "up";
+    const count = cluster.instances.length;
+    const instances = `${count} instance${count === 1 ? "" : "s"}`;
+    const pill = $("cluster-status");
+    pill.className = `pill ${down ? "pill-warn" : "pill-info"}`;
+    pill.textContent = `cluster · ${instances} · redis ${down ? "down" : "up"}`;
+    const queued = cluster.traffic && cluster.traffic.queued;
+    pill.title = [
+      `this instance: ${cluster.instance}`,
+      `instances: ${cluster.instances.join(", ")}`,
+      down && cluster.down_since ? `redis down since ${fmtTime(cluster.down_since)}` : null,
+      queued ? `${fmtInt(queued)} entries waiting for redis` : null,
+    ]
+      .filter(Boolean)
+      .join("\n");
+    const scope = state.scope || stats.scope;
+    for (const button of document.querySelectorAll("#cluster [data-scope]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.scope === scope));
+    }
+  }
+
+  /** Show the cluster's or this instance's traffic: reconnect the feed with the new scope. */
+  function setScope(scope) {
+    if (scope === (state.scope || (state.stats && state.stats.scope))) return;
+    state.scope = scope;
+    state.entries = [];
+    state.skipped = 0;
+    $("dropped").hidden = true;
+    hideDetail();
+    renderTraffic();
+    if (state.stats) renderCluster(state.stats);
+    if (state.feed) state.feed.abort(SWITCH); // the new feed starts with its scope's stats
+  }
+
   function renderStats() {
     const stats = state.stats;
     if (!stats) return;
     $("uptime").textContent = `up ${fmtUptime(stats.uptime_secs)}`;
+    renderCluster(stats);
     renderTiles(stats);
     renderCharts(stats);
     renderLadder(stats);
@@ -754,7 +820,7 @@
   }
 
   async function refreshStats() {
-    const { body } = await api("/admin/stats");
+    const { body } = await api(`/admin/stats${scopeParam("?")}`);
     state.stats = body;
     renderStats();
   }
@@ -842,6 +908,9 @@
     $("forget-btn").addEventListener("click", forgetToken);
     $("forget-btn").hidden = !state.token;
     $("probe-all-btn").addEventListener("click", (e) => probe(e.currentTarget, null));
+    for (const button of document.querySelectorAll("#cluster [data-scope]")) {
+      button.addEventListener("click", () => setScope(button.dataset.scope));
+    }
     $("detail-close").addEventListener("click", hideDetail);
     document.addEventListener("keydown", (e) => e.key === "Escape" && hideDetail());
     $("filter").addEventListener("input", (e) => {
