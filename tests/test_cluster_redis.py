@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,28 @@ def test_redis_outage_serves_on_per_instance_then_recovers(
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert "redis unreachable" in messages and "redis reachable again" in messages
     assert PASSWORD not in messages and PASSWORD not in caplog.text
+
+
+def test_recovery_under_concurrent_load_does_not_flap(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    # Many pooled Redis connections before the outage: after Redis restarts every one of them is
+    # dead, and none may take Redis "down" again once it is back.
+    body = openai_backend_config(fake.url) + CLIENT.format(limits="rate_limit_rpm = 600000")
+    a, _ = two_instances(start_gateway, redis_server, body)
+
+    def burst() -> list[int]:
+        with ThreadPoolExecutor(24) as pool:
+            return list(pool.map(lambda _: chat(a).status_code, range(48)))
+
+    assert burst() == [200] * 48
+    redis_server.kill()
+    assert chat(a).status_code == 200
+    redis_server.start()
+    wait_for(lambda: a.admin_get("/admin/cluster")["redis"] == "up", what="a to reconnect")
+    assert burst() == [200] * 48
+    cluster = a.admin_get("/admin/cluster")
+    assert (cluster["redis"], cluster["outages"]) == ("up", 1)
 
 
 def test_redis_url_is_a_secret(
