@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -145,6 +146,19 @@ def test_check_prints_the_ladder_and_names_missing_secrets_without_values(tmp_pa
     assert "CHECK_KEY" in missing.stdout and "KEY MISSING" in missing.stdout
     present = cli("check", "--config", str(path), env={"CHECK_KEY": "sk-check-canary"})
     assert "key present" in present.stdout and "sk-check-canary" not in present.stdout + present.stderr
+
+
+def test_check_says_whether_state_is_shared_without_showing_the_redis_url(tmp_path: Path) -> None:
+    plain = cli("check", "--config", str(write_config(tmp_path, openai_backend_config("http://127.0.0.1:9"))))
+    assert "shared state: none" in plain.stdout
+    source = '{ source = "env", var = "CHECK_REDIS" }'
+    path = write_config(tmp_path, openai_backend_config("http://127.0.0.1:9"), redis_url=source)
+    missing = cli("check", "--config", str(path), env={"CHECK_REDIS": ""})
+    assert "URL MISSING" in missing.stdout and "env $CHECK_REDIS" in missing.stdout
+    url = "redis://:canary-redis-pw@10.0.0.9:6379/0"
+    present = cli("check", "--config", str(path), env={"CHECK_REDIS": url})
+    assert "shared state: Redis, key prefix lmg (URL present" in present.stdout
+    assert "canary-redis-pw" not in present.stdout + present.stderr
 
 
 def test_check_lists_every_problem_and_exits_non_zero(tmp_path: Path) -> None:

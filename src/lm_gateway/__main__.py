@@ -115,6 +115,17 @@ def _check(cli_path: str | None) -> int:
         )
         where = f" ({source.describe()})" if source is not None else ""
         print(f"  {name:<24} provider={backend.provider} url={backend.base_url} {key}{where}")
+    redis_source = config.gateway.redis_url
+    if redis_source is None:
+        print("shared state: none (each instance keeps its own)")
+    else:
+        present = (
+            "URL present" if config.redis_url is not None else "URL MISSING: each instance keeps its own"
+        )
+        print(
+            f"shared state: Redis, key prefix {config.gateway.redis_prefix} "
+            f"({present}, {redis_source.describe()})"
+        )
     for warning in (*config.warnings, *table.warnings):
         print(f"warning: {warning}")
     for missing in config.missing_secrets:
