@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from lm_gateway.api.auth import ADMIN_FAILURES, FailedAdminAttempts
+
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Hang, Reply, Status
@@ -96,6 +98,44 @@ def test_admin_token_is_required_when_configured(start_gateway: StartGateway, fa
         assert resp.json()["error"]["type"] == "authentication_error"
     ok = httpx.get(gw.admin_url + "/admin/health", headers={"Authorization": f"Bearer {CANARY_TOKEN}"})
     assert ok.status_code == 200
+
+
+def test_wrong_admin_tokens_lock_the_address_out(start_gateway: StartGateway, fake: OpenAIBackend) -> None:
+    gw = start_gateway(
+        openai_backend_config(fake.url),
+        env={"ADMIN_TOKEN": CANARY_TOKEN},
+        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
+    )
+    right = {"Authorization": f"Bearer {CANARY_TOKEN}"}
+    for _ in range(5):  # a missing token is how the dashboard asks for one: not a failure
+        assert httpx.get(gw.admin_url + "/admin/health").status_code == 401
+    paths = ["/admin/health", "/admin/openapi.json"] * ADMIN_FAILURES
+    for path in paths[:ADMIN_FAILURES]:  # both routes count
+        assert httpx.get(gw.admin_url + path, headers={"Authorization": "Bearer guess"}).status_code == 401
+    for path, headers in (("/admin/health", right), ("/admin/openapi.json", right), ("/admin/config", {})):
+        locked = httpx.get(gw.admin_url + path, headers=headers)  # the right token too: no oracle
+        assert locked.status_code == 429, path
+        assert locked.json()["error"]["code"] == "admin_locked_out"
+        assert 0 < int(locked.headers["retry-after"]) <= 60
+    assert (
+        httpx.post(gw.url + "/v1/chat/completions", json={"model": "hint:fast", "messages": []}).status_code
+        != 429
+    )
+
+
+def test_failed_admin_attempts_expire_with_their_window() -> None:
+    now = [100.0]
+    attempts = FailedAdminAttempts(limit=3, window_s=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert attempts.locked_for("10.0.0.1") == 0
+        attempts.failed("10.0.0.1")
+    assert attempts.locked_for("10.0.0.1") == 60.0 and attempts.locked_for("10.0.0.2") == 0
+    now[0] += 59.5
+    assert attempts.locked_for("10.0.0.1") == 0.5
+    now[0] += 1
+    assert attempts.locked_for("10.0.0.1") == 0
+    attempts.failed("10.0.0.1")  # a fresh window: one failure is not a lockout
+    assert attempts.locked_for("10.0.0.1") == 0
 
 
 def test_admin_is_locked_when_the_token_variable_is_unset(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lm_gateway.api.admin import AdminAPI
+from lm_gateway.api.auth import FailedAdminAttempts
 from lm_gateway.api.client import ClientAPI
 from lm_gateway.api.limits import server_limits
 from lm_gateway.api.metrics import backend_runtime, track_in_flight
@@ -52,6 +53,7 @@ class Gateway:
         self.admin_port = config.gateway.admin_port
         self._loader = loader
         self._client_api = ClientAPI(self)
+        self.admin_attempts = FailedAdminAttempts()  # wrong admin tokens, per address (both admin routes)
         self._admin_api = AdminAPI(self)
         self._servers: list[HttpServer] = []
         self._stopped = asyncio.Event()

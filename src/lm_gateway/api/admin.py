@@ -134,7 +134,7 @@ class AdminAPI:
         if request.headers.get("sec-fetch-site") == "cross-site":
             # A browser calling on behalf of another site (CSRF, DNS rebinding): never the dashboard.
             return error_response(403, "cross-site admin requests are refused", code="cross_site")
-        denied = check_admin(self.gateway.state, request)
+        denied = check_admin(self.gateway.state, request, self.gateway.admin_attempts)
         return denied if denied is not None else await handler(request)
 
     def _static_file(self, path: str) -> Response:

@@ -7,6 +7,9 @@ attacker how many keys exist or which one came close.
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lm_gateway.http.server import Request, Response, error_response
@@ -14,6 +17,11 @@ from lm_gateway.state import GatewayState
 
 CLIENT_REALM = [("www-authenticate", 'Bearer realm="lm-gateway"')]
 ADMIN_REALM = [("www-authenticate", 'Bearer realm="lm-gateway admin"')]
+# Wrong admin tokens allowed per address and window before that address is locked out of the admin
+# API for the rest of the window.
+ADMIN_FAILURES = 10
+ADMIN_FAILURE_WINDOW_S = 60.0
+MAX_ADDRESSES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +70,67 @@ def authenticate_client(state: GatewayState, request: Request) -> Identity | Res
     return _client_401("the client key is not valid")
 
 
-def check_admin(state: GatewayState, request: Request) -> Response | None:
-    """None when the admin request may proceed, else the 401 to answer with."""
+class FailedAdminAttempts:
+    """Wrong admin tokens per client address, in fixed windows.
+
+    Constant-time comparison stops timing attacks, not guessing: without this, a token could be
+    guessed at the speed of the network. After :data:`ADMIN_FAILURES` wrong tokens within
+    :data:`ADMIN_FAILURE_WINDOW_S`, every admin request from that address gets 429 until the window
+    ends (the right token too: an attacker must not learn which guess was right). A missing token is
+    not a failure (the dashboard asks for one that way). Addresses are the TCP peer: the admin port
+    is not meant to sit behind a proxy.
+    """
+
+    __slots__ = ("_clock", "_seen", "limit", "window_s")
+
+    def __init__(
+        self,
+        limit: int = ADMIN_FAILURES,
+        window_s: float = ADMIN_FAILURE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
+
+    def locked_for(self, address: str) -> float:
+        """Seconds ``address`` stays locked out (0 when it is not)."""
+        seen = self._seen.get(address)
+        if seen is None or seen[1] < self.limit:
+            return 0.0
+        left = seen[0] + self.window_s - self._clock()
+        if left <= 0:
+            del self._seen[address]
+            return 0.0
+        return left
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        start, count = self._seen.get(address, (now, 0))
+        if now - start >= self.window_s:
+            start, count = now, 0
+        if address not in self._seen and len(self._seen) >= MAX_ADDRESSES:
+            self._seen.clear()  # a flood of addresses: forget them all rather than grow
+        self._seen[address] = (start, count + 1)
+
+
+def check_admin(
+    state: GatewayState, request: Request, attempts: FailedAdminAttempts | None = None
+) -> Response | None:
+    """None when the admin request may proceed, else the 401 (or, for an address that sent too many
+    wrong tokens, the 429) to answer with."""
+    if attempts is not None:
+        locked = attempts.locked_for(request.peer)
+        if locked:
+            wait = math.ceil(locked)
+            return error_response(
+                429,
+                f"too many wrong admin tokens from this address; retry after {wait}s",
+                type_="rate_limit_error",
+                code="admin_locked_out",
+                headers=[("retry-after", str(wait))],
+            )
     if state.admin_locked:
         return error_response(
             401,
@@ -84,6 +151,8 @@ def check_admin(state: GatewayState, request: Request) -> Response | None:
             headers=ADMIN_REALM,
         )
     if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), state.admin_token):
+        if attempts is not None:
+            attempts.failed(request.peer)
         return error_response(
             401,
             "the admin token is not valid",

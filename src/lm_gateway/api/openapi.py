@@ -59,7 +59,7 @@ def serve_openapi(gateway: Gateway, handler: Handler) -> Handler:
         if request.headers.get("sec-fetch-site") == "cross-site":
             return error_response(403, "cross-site admin requests are refused", code="cross_site")
         state = gateway.state
-        denied = check_admin(state, request)
+        denied = check_admin(state, request, gateway.admin_attempts)
         if denied is not None:
             return denied
         headers = [("content-type", JSON), ("cache-control", "no-store")]
