@@ -156,6 +156,27 @@ def test_conf_d_and_profile_files_are_watched(start_gateway: StartGateway, fake:
     assert "from a file" in chat(gw, "canned").text
 
 
+def test_a_rotated_secret_file_is_picked_up(
+    start_gateway: StartGateway, fake: OpenAIBackend, tmp_path: Path
+) -> None:
+    key = tmp_path / "secrets" / "mock-key"
+    key.parent.mkdir()
+    key.write_text("sk-before-rotation\n")
+    extra = 'api_key_secret = { source = "file", path = "secrets/mock-key" }'  # relative to the config
+    gw = start_gateway(openai_backend_config(fake.url, extra=extra), gateway_extra=WATCH)
+    assert chat(gw).status_code == 200
+    assert fake.last_request.header("authorization") == "Bearer sk-before-rotation"
+    key.write_text("sk-after-rotation\n")  # e.g. a Kubernetes Secret volume updated in place
+
+    def rotated() -> bool:
+        return (
+            chat(gw).status_code == 200
+            and fake.last_request.header("authorization") == "Bearer sk-after-rotation"
+        )
+
+    wait_for(rotated)
+
+
 def test_watching_can_be_turned_off(start_gateway: StartGateway, fake: OpenAIBackend) -> None:
     body = openai_backend_config(fake.url)
     off = WATCH + "watch_config = false\n"

@@ -19,6 +19,7 @@ from lm_gateway.api.metrics import backend_runtime, track_in_flight
 from lm_gateway.api.openapi import serve_openapi
 from lm_gateway.backends import Backend
 from lm_gateway.config import Config, ConfigError
+from lm_gateway.config.secrets import secret_files
 from lm_gateway.config.watch import ConfigWatcher
 from lm_gateway.http.server import HttpServer, ServerLimits
 from lm_gateway.router.cost import CostLedger
@@ -201,7 +202,12 @@ class Gateway:
         source = Path(self.state.config.source)
         if self._loader is None or self._watcher is not None or not source.is_file():
             return
-        self._watcher = ConfigWatcher(source, lambda: self.state.config.gateway, self.reload)
+        self._watcher = ConfigWatcher(
+            source,
+            lambda: self.state.config.gateway,
+            self.reload,
+            secret_files=lambda: secret_files(self.state.config),
+        )
         self._watcher.start()
 
     def _reload_in_background(self) -> None:

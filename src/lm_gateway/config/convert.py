@@ -314,7 +314,7 @@ def convert_tree(tree: Mapping[str, Any], problems: Problems, base_dir: Path | N
     for key in tree:
         if key not in _TOP_LEVEL_KEYS:
             converter.unknown_key("", key, _TOP_LEVEL_KEYS)
-    _convert_gateway(converter, tree, parts)
+    _convert_gateway(converter, tree, parts, base_dir)
     _convert_backends(converter, tree, parts, base_dir)
     _convert_tiers(converter, tree, parts)
     _convert_aliases(converter, tree, parts)
@@ -335,7 +335,9 @@ def _section(converter: Converter, tree: Mapping[str, Any], key: str, kind: type
     return value
 
 
-def _convert_gateway(converter: Converter, tree: Mapping[str, Any], parts: Parts) -> None:
+def _convert_gateway(
+    converter: Converter, tree: Mapping[str, Any], parts: Parts, base_dir: Path | None
+) -> None:
     # lm-gateway-rs requires a [gateway] section; every key in it has a default, so we do not.
     raw = _section(converter, tree, "gateway", dict)
     if raw is None:
@@ -346,7 +348,7 @@ def _convert_gateway(converter: Converter, tree: Mapping[str, Any], parts: Parts
     if isinstance(gateway.log_level, str):
         level = gateway.log_level.strip().lower()
         gateway = dataclasses.replace(gateway, log_level=_LOG_LEVEL_SYNONYMS.get(level, level))
-    parts.gateway = gateway
+    parts.gateway = dataclasses.replace(gateway, redis_url=anchored(gateway.redis_url, base_dir))
 
 
 def _named(converter: Converter, cls: type, raw: object, path: str, name: str) -> Any:
@@ -381,10 +383,15 @@ def _normalise_backend(backend: BackendConfig, base_dir: Path | None) -> Backend
     A relative ``api_key_secret.path`` resolves against the config directory, like ``profile_dir``,
     so the config means the same thing whatever the working directory of the process is.
     """
-    secret = backend.api_key_secret
-    if secret is not None and secret.path and base_dir is not None and not Path(secret.path).is_absolute():
-        secret = SecretSource(source=secret.source, var=secret.var, path=str(base_dir / secret.path))
+    secret = anchored(backend.api_key_secret, base_dir)
     return dataclasses.replace(backend, base_url=backend.base_url.rstrip("/"), api_key_secret=secret)
+
+
+def anchored(secret: SecretSource | None, base_dir: Path | None) -> SecretSource | None:
+    """A secret file path relative to the config directory, made absolute."""
+    if secret is not None and secret.path and base_dir is not None and not Path(secret.path).is_absolute():
+        return SecretSource(source=secret.source, var=secret.var, path=str(base_dir / secret.path))
+    return secret
 
 
 def _convert_tiers(converter: Converter, tree: Mapping[str, Any], parts: Parts) -> None:

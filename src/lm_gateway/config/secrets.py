@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lm_gateway.config.convert import key_path
 from lm_gateway.config.schema import ClientConfig, Config, Secret, SecretSource
@@ -46,6 +47,12 @@ class ResolvedSecrets:
     redis_url: Secret | None
     missing: tuple[str, ...]
     errors: tuple[str, ...]
+
+
+def secret_files(config: Config) -> list[Path]:
+    """The files ``config`` reads secrets from (the config watcher watches them)."""
+    sources = [backend.key_source for backend in config.backends.values()] + [config.gateway.redis_url]
+    return [Path(s.path) for s in sources if s is not None and s.source == "file" and s.path]
 
 
 def header_problem(value: str) -> str | None:

@@ -4,7 +4,9 @@ Polling, not inotify: it works the same everywhere (containers, bind mounts, net
 editors and config tools that replace files instead of writing them), and its cost is reading a few
 small files every ``watch_interval_ms`` (default 2 s) in a worker thread. The files watched are the
 ones the loader reads: the config file, ``conf.d/*.toml`` next to it and the profile files
-(``gateway.profile_dir``, default ``profiles/``), with files appearing and disappearing noticed too.
+(``gateway.profile_dir``, default ``profiles/``), with files appearing and disappearing noticed too,
+and the secret files the running config names (a rotated key file, e.g. a Kubernetes Secret volume
+or a Docker secret, is picked up without a reload by hand). Only hashes are kept, never contents.
 
 A change is recognised by content (a hash), not by modification time, so an edit within the same
 second, or one that keeps the size, is seen, and touching a file without changing it is not a
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from lm_gateway.config.schema import GatewayConfig
@@ -50,10 +52,10 @@ def watched_files(config_path: Path, profile_dir: str | None) -> list[Path]:
     return files
 
 
-def fingerprint(config_path: Path, profile_dir: str | None) -> Fingerprint:
+def fingerprint(config_path: Path, profile_dir: str | None, extra: Sequence[Path] = ()) -> Fingerprint:
     """Each watched file with the hash of its content (None when it cannot be read)."""
     result: list[tuple[str, str | None]] = []
-    for file in watched_files(config_path, profile_dir):
+    for file in [*watched_files(config_path, profile_dir), *extra]:
         try:
             digest: str | None = hashlib.sha256(file.read_bytes()).hexdigest()
         except OSError:
@@ -67,7 +69,8 @@ class ConfigWatcher:
 
     ``settings`` returns the running ``[gateway]`` section, read at every poll: a reload can turn
     watching off (``watch_config = false``), change the interval or move the profile directory.
-    ``reload`` returns the problems of a refused config (it reports them itself).
+    ``reload`` returns the problems of a refused config (it reports them itself). ``secret_files``
+    returns the secret files the running config names.
     """
 
     def __init__(
@@ -75,9 +78,11 @@ class ConfigWatcher:
         config_path: Path,
         settings: Callable[[], GatewayConfig],
         reload: Callable[[], Awaitable[list[str]]],
+        secret_files: Callable[[], list[Path]] = list,
     ) -> None:
         self.config_path = config_path
         self._settings = settings
+        self._secret_files = secret_files
         self._reload = reload
         self._task: asyncio.Task[None] | None = None
         self._seen: Fingerprint | None = None
@@ -89,7 +94,7 @@ class ConfigWatcher:
         The baseline is read here, synchronously (a few small files, once), so that an edit made
         as soon as the gateway is up is not mistaken for the starting point."""
         if self._task is None:
-            self._seen = fingerprint(self.config_path, self._settings().profile_dir)
+            self._seen = fingerprint(self.config_path, self._settings().profile_dir, self._secret_files())
             self._task = asyncio.get_running_loop().create_task(self._run(), name="lmg-config-watcher")
 
     async def stop(self) -> None:
@@ -101,7 +106,9 @@ class ConfigWatcher:
 
     async def _snapshot(self) -> Fingerprint:
         settings = self._settings()
-        return await asyncio.to_thread(fingerprint, self.config_path, settings.profile_dir)
+        return await asyncio.to_thread(
+            fingerprint, self.config_path, settings.profile_dir, self._secret_files()
+        )
 
     async def _run(self) -> None:
         while True:
