@@ -361,7 +361,7 @@ def test_workers_share_the_limit_and_publish_through_their_supervisor(
 def test_redis_url_from_a_file_next_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "redis-url").write_text("redis://:pw@redis:6379/0\n")
     path = tmp_path / "config.toml"
-    path.write_text('[gateway]\nredis_url = { source = "file", path = "redis-url" }\n')
+    path.write_text(config_text(DEMO, gateway_extra='redis_url = { source = "file", path = "redis-url" }\n'))
     config = load_config(path, env={})
     assert config.redis_url is not None and config.redis_url.reveal() == "redis://:pw@redis:6379/0"
     assert config.gateway.redis_url is not None and config.gateway.redis_url.path == str(
