@@ -1,17 +1,22 @@
 """Properties of ``lm_gateway.protocols`` that fixtures cannot express: random-split round trips,
-purity (inputs never mutated, no I/O imports), idempotent ``finish``, id uniqueness."""
+purity (inputs never mutated, no I/O imports), idempotent ``finish``, id uniqueness, and fast paths
+that give exactly what the general path gives."""
 
 from __future__ import annotations
 
 import ast
 import copy
 import itertools
+import json
 import random
 import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lm_gateway.protocols as protocols
 from lm_gateway.protocols import ProtocolError, UpstreamStreamError, anthropic, ndjson, ollama, openai, sse
@@ -179,3 +184,311 @@ def test_created_at_is_utc_rfc3339() -> None:
     assert line == {"error": "x"}
     final = ollama.ChatStreamFromOpenAI("m").finish()[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", final["created_at"])
+
+
+# --- fast paths: each must give exactly what the general path gives ----------------------------------
+#
+# The gateway's stream path takes shortcuts (SSE framed a whole event at a time, text deltas
+# recognised in the raw event text and framed from templates). These properties run random streams,
+# cut at random places, through the shortcut and through the general path, and want the same bytes,
+# the same exception and the same usage.
+
+FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_SSE_LINES = [
+    b"data: x",
+    b"data:y",
+    b"data:  two spaces",
+    b'data: {"a":1}',
+    b"data: caf\xc3\xa9 \xe6\x97\xa5\xf0\x9f\x8e\x89",
+    b"data: bad \xff\xfe\xc3",
+    b"data",
+    b"data: ",
+    b"event: e",
+    b"event: ",
+    b"event:x",
+    b"id: 7",
+    b"id: a\x00b",
+    b": keep-alive",
+    b"retry: 5",
+    b"foo: bar",
+    b"\xef\xbb\xbfdata: bom",
+    b"",
+    b"",
+]
+_ENDINGS = [b"\n"] * 6 + [b"\r\n", b"\r"]
+
+
+@st.composite
+def _cut(draw: st.DrawFn, raw: bytes) -> list[bytes]:
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(raw)), max_size=6))))
+    bounds = [0, *cuts, len(raw)]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@st.composite
+def _sse_stream(draw: st.DrawFn) -> list[bytes]:
+    """Events of one to four random lines each, then a blank line (sometimes two, sometimes none)."""
+    ending = st.sampled_from(_ENDINGS) if draw(st.booleans()) else st.just(b"\n")  # \n only: fast path
+    raw = b""
+    for lines in draw(st.lists(st.lists(st.sampled_from(_SSE_LINES), min_size=1, max_size=4), max_size=8)):
+        raw += b"".join(line + draw(ending) for line in lines)
+        raw += b"".join(draw(ending) for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2]))))
+    return draw(_cut(raw + draw(st.sampled_from([b"", b"data: cut", b"\xe6\x97"]))))
+
+
+def _events(decoder: sse.SSEDecoder, parts: list[bytes], general: bool) -> list[tuple[Any, ...]]:
+    feed = decoder._feed_lines if general else decoder.feed  # _feed_lines: the general path alone
+    events = [event for part in parts for event in feed(part)] + decoder.flush()
+    return [(event.event, event.data, event.id) for event in events]
+
+
+@FAST
+@given(_sse_stream())
+def test_sse_fast_framing_decodes_like_the_line_by_line_path(parts: list[bytes]) -> None:
+    assert _events(sse.SSEDecoder(), parts, general=False) == _events(sse.SSEDecoder(), parts, general=True)
+
+
+def test_sse_fast_framing_is_taken_for_plain_streams_and_not_for_others() -> None:
+    decoder = sse.SSEDecoder()
+    assert decoder.feed_blocks(b"event: a\ndata: 1\n\ndata: 2\n\ndata: 3") == ["event: a\ndata: 1", "data: 2"]
+    assert decoder.feed_blocks(b"\n\n") == ["data: 3"]
+    assert sse.SSEDecoder().feed_blocks(b"data: 1\r\n\r\n") is None
+    assert sse.SSEDecoder().feed_blocks(b"\xef\xbb\xbfdata: 1\n\n") is None
+
+
+_TEXTS = st.sampled_from(
+    [
+        "Hi",
+        "tok0 ",
+        "Hello, world.",
+        "é日🎉",
+        'say "x"',
+        "a\\b",
+        "a/b",
+        "line\nbreak",
+        "\t",
+        "\x00",
+        "\u2028",
+        "",
+    ]
+) | st.text(alphabet=st.characters(codec="utf-8"), max_size=8)
+
+
+def _anthropic_event(kind: str, index: int, text: str, stop: str) -> dict[str, Any]:
+    if kind == "message_start":
+        return {"type": kind, "message": {"id": "msg_1", "usage": {"input_tokens": 9, "output_tokens": 1}}}
+    if kind in ("text", "thinking", "tool_use", "server_tool_use"):
+        block: dict[str, Any] = {
+            "text": {"type": "text", "text": text},  # the API sends "" (the short path's form)
+            "thinking": {"type": "thinking", "thinking": text, "signature": ""},
+            "tool_use": {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": text,
+                "input": {"q": text} if index else {},  # index 0: no input up front
+            },
+        }.get(kind, {"type": kind, "text": text, "id": "srvtoolu_1", "name": text})
+        return {"type": "content_block_start", "index": index, "content_block": block}
+    if kind in ("text_delta", "thinking_delta", "input_json_delta", "signature_delta"):
+        delta = {"type": kind, "text": text, "thinking": text, "partial_json": text, "signature": text}
+        if kind == "text_delta":
+            delta = {"type": kind, "text": text}  # the form the API sends: the fast path's
+        return {"type": "content_block_delta", "index": index, "delta": delta}
+    if kind == "message_delta":
+        return {"type": kind, "delta": {"stop_reason": stop}, "usage": {"output_tokens": index}}
+    if kind == "error":
+        return {"type": "error", "error": {"type": "overloaded_error", "message": text}}
+    if kind in ("ping", "message_stop"):
+        return {"type": kind}
+    return {"type": kind, "index": index}  # content_block_stop, unknown
+
+
+_ANTHROPIC_KINDS = [
+    "message_start",
+    "text",
+    "thinking",
+    "tool_use",
+    "server_tool_use",
+    "text_delta",
+    "thinking_delta",
+    "input_json_delta",
+    "signature_delta",
+    "content_block_stop",
+    "ping",
+    "message_delta",
+    "message_stop",
+    "error",
+    "future_event",
+]
+
+
+@st.composite
+def _anthropic_stream(draw: st.DrawFn) -> list[bytes]:
+    """Anthropic SSE: message_start, blocks (start, deltas of their kind, stop), message_delta and
+    message_stop, each often left out, with random events thrown in; each event mostly in the API's
+    own form, sometimes with other escapes, spaced JSON, no ``event:`` line, CRLF, a bad index,
+    invalid JSON."""
+    events = [("message_start", 0)] if draw(st.integers(0, 4)) else []  # mostly: the fast path needs it
+    for index in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["text", "text", "text", "thinking", "tool_use", "server_tool_use"]))
+        delta = {"text": "text_delta", "thinking": "thinking_delta", "tool_use": "input_json_delta"}
+        events.append((kind, index))
+        events += [(delta.get(kind, "signature_delta"), index)] * draw(st.integers(0, 5))
+        events += [("content_block_stop", index)] if draw(st.integers(0, 5)) else []
+    events += [("message_delta", 1), ("message_stop", 0)] if draw(st.integers(0, 4)) else []
+    for _ in range(draw(st.integers(0, 3))):
+        noise = (draw(st.sampled_from(_ANTHROPIC_KINDS)), draw(st.integers(0, 2)))
+        events.insert(draw(st.integers(0, len(events))), noise)
+    frames = []
+    for kind, index in events:
+        data = _anthropic_event(kind, index, draw(_TEXTS), draw(st.sampled_from(["end_turn", "tool_use"])))
+        style = draw(
+            st.sampled_from(["api"] * 15 + ["ascii", "spaced", "no_event", "crlf", "index01", "junk"])
+        )
+        raw = orjson.dumps(data).decode()
+        if style in ("ascii", "spaced"):  # escapes orjson would not write (\u00e9, \/), or spaces
+            raw = json.dumps(data, separators=(",", ":") if style == "ascii" else None).replace("/", "\\/")
+        if style == "index01":
+            raw = raw.replace('"index":', '"index":0', 1)
+        if style == "junk":
+            raw = raw[:-1]
+        name = None if style == "no_event" else data["type"]
+        frame = sse.encode_event(raw, name)
+        frames.append(frame.replace(b"\n", b"\r\n") if style == "crlf" else frame)
+    return draw(_cut(b"".join(frames)))
+
+
+def _outcome(run: Any) -> tuple[bytes, str | None]:
+    """What a run wrote, and how it failed (a malformed delta even fails outside ProtocolError)."""
+    out: list[bytes] = []
+    try:
+        run(out)
+    except Exception as exc:
+        return b"".join(out), f"{type(exc).__name__}: {exc}"
+    return b"".join(out), None
+
+
+@FAST
+@given(_anthropic_stream(), st.booleans())
+def test_backend_stream_fast_path_gives_the_general_paths_bytes(parts: list[bytes], usage: bool) -> None:
+    # After each read, the usage so far goes in the output too: the two must agree at every step.
+    def general(out: list[bytes]) -> None:
+        decoder = sse.SSEDecoder()
+        for part in parts:
+            for event in decoder.feed(part):
+                out.append(openai.encode_chunks(general_stream.feed(event)))
+            out.append(orjson.dumps(general_stream.usage))
+        for event in decoder.flush():
+            out.append(openai.encode_chunks(general_stream.feed(event)))
+        out.append(openai.encode_chunks(general_stream.finish()))
+
+    def fast(out: list[bytes]) -> None:
+        for part in parts:
+            fast_stream.feed_bytes(part, out)
+            out.append(orjson.dumps(fast_stream.usage))
+        fast_stream.finish_bytes(out)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anthropic, "now", lambda: 1_700_000_000)
+        patch.setattr(anthropic, "new_id", lambda prefix: prefix + "0" * 24)
+        general_stream = anthropic.StreamToOpenAI(include_usage=usage, model="m")
+        fast_stream = anthropic.StreamToOpenAI(include_usage=usage, model="m")
+        assert _outcome(fast) == _outcome(general)
+    assert fast_stream.usage == general_stream.usage
+
+
+def _openai_chunk(kind: str, text: str) -> Any:
+    choice: dict[str, Any] = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+    chunk: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    if kind == "role":
+        choice["delta"] = {"role": "assistant", "content": text}
+    elif kind in ("reasoning", "reasoning_content"):
+        choice["delta"] = {kind: text, "content": "and text"}  # not a plain content chunk
+    elif kind == "tool":
+        call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": text}}
+        choice["delta"] = {"content": "and text", "tool_calls": [call]}
+    elif kind == "finish":
+        choice["finish_reason"] = "stop"
+    elif kind == "usage":
+        return {**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    elif kind == "null_usage":
+        chunk["usage"] = None
+    elif kind == "error":
+        return {"error": {"message": text or "boom", "type": "server_error"}}
+    elif kind == "odd":
+        choice["delta"] = ["not", "a", "dict"]
+    elif kind == "list":
+        return [text]
+    return {**chunk, "choices": [choice]}
+
+
+_OPENAI_KINDS = ["content"] * 12 + ["role", "reasoning", "reasoning_content", "tool", "finish"]
+_OPENAI_KINDS += ["usage", "null_usage", "error", "odd", "list", "done", "junk"]
+
+
+@st.composite
+def _openai_stream(draw: st.DrawFn) -> list[bytes]:
+    frames = []
+    for kind in draw(st.lists(st.sampled_from(_OPENAI_KINDS), max_size=14)):
+        style = draw(st.sampled_from(["api"] * 10 + ["ascii", "spaced", "multiline", "crlf"]))
+        if kind == "done":
+            raw = "[DONE]"
+        elif kind == "junk":
+            raw = '{"choices": ['
+        else:
+            data = _openai_chunk(kind, draw(_TEXTS))
+            raw = {
+                "api": orjson.dumps(data).decode(),
+                "ascii": json.dumps(data, separators=(",", ":")),
+                "multiline": json.dumps(data, indent=1),
+            }.get(style, json.dumps(data))
+        frame = sse.encode_event(raw)
+        frames.append(frame.replace(b"\n", b"\r\n") if style == "crlf" else frame)
+    return draw(_cut(b"".join(frames)))
+
+
+@FAST
+@given(_openai_stream())
+def test_client_stream_fast_path_gives_the_general_paths_bytes(parts: list[bytes]) -> None:
+    def general(out: list[bytes]) -> None:
+        decoder = sse.SSEDecoder()
+        for part in parts:
+            for event in decoder.feed(part):
+                chunk = openai.parse_stream_event(event)
+                if chunk is not None:
+                    out.append(anthropic.encode_events(general_stream.feed(chunk)))
+        out.append(anthropic.encode_events(general_stream.finish()))
+
+    def fast(out: list[bytes]) -> None:
+        for part in parts:
+            fast_stream.feed_bytes(part, out)
+        fast_stream.finish_bytes(out)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anthropic, "new_id", lambda prefix: prefix + "0" * 24)
+        general_stream = anthropic.StreamFromOpenAI("m", message_id="msg_1")
+        fast_stream = anthropic.StreamFromOpenAI("m", message_id="msg_1")
+        assert _outcome(fast) == _outcome(general)
+
+
+@FAST
+@given(st.text(max_size=12), st.text(max_size=12), st.integers(0, 2**40), _TEXTS)
+def test_chunk_frames_are_the_encoded_chunks(id: str, model: str, created: int, text: str) -> None:
+    make, frames = openai.ChunkMaker(id, model, created), openai.ChunkFrames(id, model, created)
+    usage = openai.make_usage(3, len(text), 1)
+    for frame, chunk in [
+        (frames.contents([orjson.dumps(text).decode()]), make.delta({"content": text})),
+        (
+            frames.delta({"role": "assistant", "content": text}),
+            make.delta({"role": "assistant", "content": text}),
+        ),
+        (frames.finish(text), make.finish(text)),
+        (frames.usage(usage), make.usage(usage)),
+    ]:
+        assert frame == openai.encode_chunks([chunk])
+        assert openai.read_frame(frame) == chunk
+    texts = [text, "b", text]
+    assert frames.contents([orjson.dumps(each).decode() for each in texts]) == openai.encode_chunks(
+        [make.delta({"content": each}) for each in texts]
+    )

@@ -44,10 +44,6 @@ def _from_openai_error(response: Response) -> Response:
     )
 
 
-def _event(item: tuple[str, dict[str, Any]]) -> bytes:
-    return encode_event(orjson.dumps(item[1]), event=item[0])
-
-
 def _error_frame(message: str, type_: str) -> bytes:
     return encode_event(orjson.dumps(wire.error_body(message, type_ or "api_error")), event="error")
 
@@ -113,7 +109,7 @@ class AnthropicEndpoints:
             chunks = aiter(served.stream)
             if not native.used:
                 translator = wire.StreamFromOpenAI(client_model)
-                chunks = reencode(served.stream, translator, _event, _error_frame)
+                chunks = reencode(served.stream, translator, _error_frame)
             relay, finished = api.watch_stream(entry, served.stream, chunks, started)
             return StreamResponse(200, relay, headers + SSE_HEADERS, on_close=finished)
         assert served.completion is not None

@@ -196,7 +196,7 @@ class OllamaEndpoints:
                 error_line = _error_line
                 if self._errors_as_message(entry.profile):
                     error_line = partial(_spoken_error_lines, translator)
-                chunks = reencode(served.stream, translator, _line, error_line)
+                chunks = reencode(served.stream, translator, error_line)
             relay, finished = api.watch_stream(entry, served.stream, chunks, started)
             return StreamResponse(200, relay, headers + NDJSON_HEADERS, on_close=finished)
         assert served.completion is not None

@@ -25,7 +25,7 @@ from lm_gateway.backends.http import (
 from lm_gateway.config.schema import BackendConfig, Secret, TierConfig
 from lm_gateway.protocols import ProtocolError
 from lm_gateway.protocols import anthropic as wire
-from lm_gateway.protocols.sse import SSEDecoder, encode_event
+from lm_gateway.protocols.sse import encode_event
 
 API_VERSION = "2023-06-01"
 MESSAGES = "/v1/messages"
@@ -112,8 +112,8 @@ class AnthropicBackend(HttpBackend):
         request = self._translate(body, tier)
         request["stream"] = True
         resp = await self.open_stream(MESSAGES, orjson.dumps(request), self._stream_headers)
-        translator = wire.StreamToOpenAI(include_usage=True, model=tier.model)
-        return TranslatedStream(self, resp, SSEDecoder(), translator, wants_usage(body))
+        translator = wire.StreamToOpenAI(include_usage=wants_usage(body), model=tier.model)
+        return TranslatedStream(self, resp, translator)
 
     async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
         if path not in (MESSAGES, MESSAGES + "/count_tokens"):

@@ -66,6 +66,10 @@ class ChatStream(abc.ABC):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    upstream_done = False
+    """True once the upstream body has wholly arrived: what the iterator still yields then comes
+    without waiting, so a consumer re-encoding the stream can write it out with its own end, at once
+    (one write instead of two)."""
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[bytes]: ...

@@ -13,7 +13,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,6 +29,7 @@ from lm_gateway.http.transport import (
     ServerDisconnected,
     TransportError,
 )
+from lm_gateway.protocols import ProtocolError, UpstreamStreamError
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_RESPONSE_BODY = 64 * 1024 * 1024
@@ -280,7 +281,8 @@ class RawRelay(ChatStream):
         window = bytearray()
         trimmed = False
         upstream_error: str | None = None
-        async with _upstream_body(backend, self._resp) as outcome:
+        resp = self._resp
+        async with _upstream_body(backend, resp) as outcome:
             while chunk := await outcome.read():
                 if head_left:
                     head += chunk[:head_left]
@@ -289,6 +291,8 @@ class RawRelay(ChatStream):
                 if len(window) > 2 * RELAY_WINDOW:
                     del window[:-RELAY_WINDOW]
                     trimmed = True
+                if resp.complete and not resp.buffered:
+                    self.upstream_done = True
                 yield chunk
             tail = bytes(window)
             if not fmt.ends_properly(tail):
@@ -308,76 +312,69 @@ class RawRelay(ChatStream):
             yield fmt.error_frame(outcome.failure.message, outcome.failure.code)
 
 
-class TranslatedStream(ChatStream):
-    """Turns an upstream stream in another format into OpenAI SSE, chunk by chunk as it arrives.
+class StreamTranslator(Protocol):
+    """A backend-direction stream translator (``lm_gateway.protocols``), as :class:`TranslatedStream`
+    uses it: the upstream's bytes in, OpenAI SSE frames out (appended to ``out``); ``usage`` once
+    the stream reported it."""
 
-    ``decoder`` frames the bytes (SSE events or NDJSON objects), ``translator`` maps each frame to
-    OpenAI chunks (``feed``/``finish``, from ``lm_gateway.protocols``). Usage is always asked of the
-    translator so the traffic log has token counts; the usage-only chunk reaches the client only when
-    it asked for it (``stream_options.include_usage``).
+    usage: dict[str, Any] | None
+
+    def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None: ...
+
+    def finish_bytes(self, out: list[bytes]) -> None: ...
+
+
+class TranslatedStream(ChatStream):
+    """Turns an upstream stream in another format into OpenAI SSE, as it arrives.
+
+    What one network read gives goes out as one write; the read that completes the body goes out
+    with the stream's end. The usage-only chunk reaches the client only when it asked for it (the
+    translator's ``include_usage``); the traffic log has the token counts either way.
     """
 
-    def __init__(
-        self,
-        backend: HttpBackend,
-        resp: Response,
-        decoder: Any,
-        translator: Any,
-        client_wants_usage: bool,
-    ) -> None:
+    def __init__(self, backend: HttpBackend, resp: Response, translator: StreamTranslator) -> None:
         self._backend = backend
         self._resp = resp
-        self._decoder = decoder
         self._translator = translator
-        self._client_wants_usage = client_wants_usage
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        from lm_gateway.protocols import ProtocolError, UpstreamStreamError
-
-        decoder, translator = self._decoder, self._translator
-        # Chunks translated from the current network read; on a failure they still go out (before
-        # the error event): the upstream delivered them, often in the same read as its error line.
-        pending: list[dict[str, Any]] = []
-        async with _upstream_body(self._backend, self._resp) as outcome:
-            try:
-                while chunk := await outcome.read():
-                    for frame in decoder.feed(chunk):
-                        pending += translator.feed(frame)
-                    if pending:
-                        out, pending = self._encode(pending), []
-                        yield out
-                for frame in decoder.flush():
-                    pending += translator.feed(frame)
-                pending += translator.finish()
-                out, pending = self._encode(pending), []
-                yield out + b"data: [DONE]\n\n"
-            except UpstreamStreamError as exc:
-                outcome.failure = BackendError(
-                    502,
-                    f"backend '{self._backend.name}' failed mid-stream: {self._backend.scrub(exc.message)}",
-                    code="backend_stream_error",
-                )
-            except ProtocolError as exc:
-                outcome.failure = self._backend.bad_response(f"sent a malformed stream: {exc}")
-        if outcome.failure is not None:
-            self.error = outcome.failure.message
-            yield self._encode(pending) + sse_error_event(outcome.failure.message, outcome.failure.code)
-
-    def _encode(self, chunks: list[dict[str, Any]]) -> bytes:
-        parts: list[bytes] = []
-        for chunk in chunks:
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                self.prompt_tokens, self.completion_tokens = usage_from(chunk)
-                if not self._client_wants_usage:
-                    if not chunk.get("choices"):
-                        continue
-                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            parts.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        return b"".join(parts)
+        translator, resp = self._translator, self._resp
+        # What the current network read was translated to; on a failure it still goes out (before
+        # the error event): the upstream delivered it, often in the same read as its error line.
+        pending: list[bytes] = []
+        try:
+            async with _upstream_body(self._backend, resp) as outcome:
+                try:
+                    while chunk := await outcome.read():
+                        translator.feed_bytes(chunk, pending)
+                        if resp.complete and not resp.buffered:
+                            self.upstream_done = True
+                            continue  # the next read is the end, at once: one write for both
+                        out, pending = b"".join(pending), []
+                        if out:
+                            yield out
+                    translator.finish_bytes(pending)
+                    pending.append(b"data: [DONE]\n\n")
+                    out, pending = b"".join(pending), []
+                    yield out
+                except UpstreamStreamError as exc:
+                    outcome.failure = BackendError(
+                        502,
+                        f"backend '{self._backend.name}' failed mid-stream: "
+                        f"{self._backend.scrub(exc.message)}",
+                        code="backend_stream_error",
+                    )
+                except ProtocolError as exc:
+                    outcome.failure = self._backend.bad_response(f"sent a malformed stream: {exc}")
+            if outcome.failure is not None:
+                self.error = outcome.failure.message
+                yield b"".join(pending) + sse_error_event(outcome.failure.message, outcome.failure.code)
+        finally:
+            if translator.usage is not None:
+                self.prompt_tokens, self.completion_tokens = usage_counts(translator.usage)
 
 
 class _BodyOutcome:
@@ -482,5 +479,10 @@ def usage_from(payload: Any) -> tuple[int | None, int | None]:
     if isinstance(payload, dict):
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            return _int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))
+            return usage_counts(usage)
     return None, None
+
+
+def usage_counts(usage: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object."""
+    return _int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))

@@ -27,7 +27,7 @@ from lm_gateway.backends.http import (
 )
 from lm_gateway.config.schema import BackendConfig, Secret, TierConfig
 from lm_gateway.protocols import ollama as wire
-from lm_gateway.protocols.ndjson import NDJSONDecoder, encode_line
+from lm_gateway.protocols.ndjson import encode_line
 
 CHAT = "/api/chat"
 NATIVE_PATHS = (CHAT, "/api/generate", "/api/embed", "/api/embeddings")
@@ -91,8 +91,8 @@ class OllamaBackend(HttpBackend):
 
     async def chat_stream(self, body: dict[str, Any], tier: TierConfig) -> ChatStream:
         resp = await self.open_stream(CHAT, self._native(body, tier, True), self._headers)
-        translator = wire.ChatStreamToOpenAI(include_usage=True, model=tier.model)
-        return TranslatedStream(self, resp, NDJSONDecoder(), translator, wants_usage(body))
+        translator = wire.ChatStreamToOpenAI(include_usage=wants_usage(body), model=tier.model)
+        return TranslatedStream(self, resp, translator)
 
     async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
         if path not in NATIVE_PATHS and path not in COMPAT_PATHS:

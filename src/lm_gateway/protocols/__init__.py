@@ -13,7 +13,11 @@ response body, stream chunks). One module per wire format holds the mappings in 
 Everything here is data in, data out: no sockets, no asyncio, no files. The only impurities are fresh
 random ids and the current time where a wire format demands them (the golden suite normalises both).
 Stream translators are small stateful objects with ``feed(item) -> list`` and ``finish() -> list``, so
-the same code serves a live stream and a replayed fixture.
+the same code serves a live stream and a replayed fixture. The gateway drives them through
+``feed_bytes(raw, out)`` and ``finish_bytes(out)`` instead: the bytes as they arrive in, the client's
+bytes out, each translator decoding and encoding itself, so that the common events of a stream can
+take a short path (recognised in the raw event text, framed from per-stream templates) that gives
+exactly what the general path gives (the fast-path properties in ``tests/test_protocols_units.py``).
 
 Errors: malformed wire data raises :class:`ProtocolError` (a ``ValueError``); an error reported by the
 upstream *inside* a stream (Anthropic ``event: error``, an Ollama ``{"error": ...}`` line, an OpenAI

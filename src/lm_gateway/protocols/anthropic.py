@@ -32,6 +32,7 @@ Decisions where the formats do not line up (each is a deliberate, documented cho
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ import orjson
 
 from . import ProtocolError, UpstreamStreamError
 from .openai import (
-    ChunkMaker,
+    ChunkFrames,
     StreamUsage,
     assistant_message,
     cached_tokens_of,
@@ -56,7 +57,11 @@ from .openai import (
     now,
     parse_arguments,
     parse_data_url,
+    parse_stream_data,
+    parse_stream_event,
+    plain_content,
     raise_for_error,
+    read_frame,
     reasoning_of,
     stop_list,
     tool_call,
@@ -67,13 +72,14 @@ from .openai import (
 from .openai import (
     error_type_for_status as openai_error_type,
 )
-from .sse import SSEEvent
+from .sse import SSEDecoder, SSEEvent, encode_event
 
 __all__ = [
     "EFFORT_BUDGET",
     "StreamFromOpenAI",
     "StreamToOpenAI",
     "count_tokens_estimate",
+    "encode_events",
     "error_body",
     "error_from_openai",
     "error_to_openai",
@@ -424,22 +430,81 @@ class StreamToOpenAI:
     object. ``ping``, ``signature_delta`` and unknown events are ignored; ``error`` raises
     :class:`UpstreamStreamError`. :meth:`finish` raises :class:`ProtocolError` if the upstream stream
     ended before ``message_delta`` (the answer is incomplete); a missing ``message_stop`` alone is
-    tolerated.
+    tolerated. ``usage`` is the OpenAI usage the stream amounts to, set at ``message_stop`` even when
+    ``include_usage`` leaves it out of the chunks (the gateway logs it either way).
+
+    The gateway uses :meth:`feed_bytes` and :meth:`finish_bytes`: the upstream's bytes in, OpenAI
+    SSE out. The chunks are made as SSE frames from the stream's template (:class:`ChunkFrames`),
+    never as dicts; :meth:`feed` and :meth:`finish` (decoded events in) read them back as dicts.
     """
 
     def __init__(self, include_usage: bool, model: str) -> None:
         self._include_usage = include_usage
         self._model = model
-        self._make: ChunkMaker | None = None
+        self._frames: ChunkFrames | None = None  # from the first event on: the stream's id is known
         self._blocks: dict[int, _UpstreamBlock] = {}
         self._tool_count = 0
         self._usage: dict[str, int] = {}
         self._finished = False  # message_delta seen
         self._stopped = False  # message_stop seen
+        self._decoder = SSEDecoder()  # for feed_bytes
+        self.usage: JSON | None = None
 
     def feed(self, event: SSEEvent) -> list[JSON]:
-        data = _load_event(event)
-        kind = data.get("type") or event.event
+        return [read_frame(frame) for frame in self._event(_load_event(event), event.event)]
+
+    def finish(self) -> list[JSON]:
+        return [read_frame(frame) for frame in self._finish()]
+
+    def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None:
+        """The upstream's bytes as they arrive → OpenAI SSE frames, appended to ``out`` event by
+        event (on an error, the frames made before it are there to go out first).
+
+        The same frames as decoding ``chunk`` with :class:`SSEDecoder` and translating each event,
+        but the events of a plain text answer, in the form the API sends them (:data:`_COMMON`), are
+        recognised in their raw text and take a short path: a text delta's JSON string, already as
+        orjson would write it (no escape in it), is carried over as it is, and consecutive ones are
+        framed in one go.
+        """
+        decoder = self._decoder
+        blocks = decoder.feed_blocks(chunk)
+        if blocks is None:  # the general path: no raw text to look at
+            for decoded in decoder.feed(chunk):
+                out += self._event(_load_event(decoded), decoded.event)
+            return
+        texts: list[str] = []  # consecutive text deltas, not framed yet
+        for block in blocks:
+            match = _COMMON.fullmatch(block)
+            if match is not None and match.lastgroup == "text" and self._frames is not None:
+                texts.append(match["text"])
+                continue
+            self._frame_texts(texts, out)
+            # (decoder.event was skipped for the blocks above: one-data-line events, it keeps no state)
+            if match is None or match.lastgroup == "text":  # (a text before message_start: no id yet)
+                if (event := decoder.event(block)) is not None:
+                    out += self._event(_load_event(event), event.event)
+            elif match.lastgroup == "start":  # what _block_start does (an empty text gives no chunk)
+                self._blocks[int(match["start"])] = _UpstreamBlock("text")
+            elif match.lastgroup == "stop":
+                out += self._block_stop(int(match["stop"]))
+            elif match.lastgroup == "end":
+                out += self._message_stop()
+            # else a ping: nothing
+        self._frame_texts(texts, out)
+
+    def _frame_texts(self, texts: list[str], out: list[bytes]) -> None:
+        if texts:
+            out.append(self._chunks().contents(texts))
+            texts.clear()
+
+    def finish_bytes(self, out: list[bytes]) -> None:
+        """The end of the upstream's bytes: its last event if unterminated, then :meth:`finish`."""
+        for event in self._decoder.flush():
+            out += self._event(_load_event(event), event.event)
+        out += self._finish()
+
+    def _event(self, data: JSON, name: str | None) -> list[bytes]:
+        kind = data.get("type") or name
         if kind == "error":
             error = data.get("error") or {}
             raise UpstreamStreamError(
@@ -459,25 +524,25 @@ class StreamToOpenAI:
             return self._message_stop()
         return []  # ping and event types added in the future
 
-    def finish(self) -> list[JSON]:
+    def _finish(self) -> list[bytes]:
         if self._stopped:
             return []
         if not self._finished:
             raise ProtocolError("Anthropic stream ended before the message was complete")
         return self._message_stop()
 
-    def _maker(self, message_id: str | None = None) -> ChunkMaker:
-        if self._make is None:
-            self._make = ChunkMaker(message_id or new_id("chatcmpl-"), self._model, now())
-        return self._make
+    def _chunks(self, message_id: str | None = None) -> ChunkFrames:
+        if self._frames is None:
+            self._frames = ChunkFrames(message_id or new_id("chatcmpl-"), self._model, now())
+        return self._frames
 
-    def _message_start(self, message: Mapping[str, Any]) -> list[JSON]:
-        if self._make is not None:
+    def _message_start(self, message: Mapping[str, Any]) -> list[bytes]:
+        if self._frames is not None:
             return []  # a repeated message_start must not restart the stream
         self._record_usage(message.get("usage"))
-        return [self._maker(message.get("id")).delta({"role": "assistant", "content": ""})]
+        return [self._chunks(message.get("id")).delta({"role": "assistant", "content": ""})]
 
-    def _block_start(self, index: int, block: Mapping[str, Any]) -> list[JSON]:
+    def _block_start(self, index: int, block: Mapping[str, Any]) -> list[bytes]:
         kind = str(block.get("type"))
         state = self._blocks[index] = _UpstreamBlock(kind)
         if kind == "text":
@@ -489,12 +554,12 @@ class StreamToOpenAI:
         state.tool_index = self._tool_count
         self._tool_count += 1
         header = tool_call_header(state.tool_index, block.get("id") or new_id("call_"), block.get("name", ""))
-        chunks = [self._maker().delta({"tool_calls": [header]})]
+        chunks = [self._chunks().delta({"tool_calls": [header]})]
         if block.get("input"):  # complete input up front (not streamed)
             chunks += self._arguments(state, dump_json(block["input"]))
         return chunks
 
-    def _block_delta(self, index: int, delta: Mapping[str, Any]) -> list[JSON]:
+    def _block_delta(self, index: int, delta: Mapping[str, Any]) -> list[bytes]:
         state = self._blocks.get(index)
         kind = delta.get("type")
         if kind == "text_delta":
@@ -505,38 +570,56 @@ class StreamToOpenAI:
             return self._arguments(state, delta.get("partial_json") or "")
         return []  # signature_delta, citations_delta: no OpenAI field
 
-    def _block_stop(self, index: int) -> list[JSON]:
+    def _block_stop(self, index: int) -> list[bytes]:
         state = self._blocks.get(index)
         if state is not None and state.kind == "tool_use" and not state.has_arguments:
             return self._arguments(state, "{}")
         return []
 
-    def _arguments(self, state: _UpstreamBlock, fragment: str) -> list[JSON]:
+    def _arguments(self, state: _UpstreamBlock, fragment: str) -> list[bytes]:
         if not fragment:
             return []
         state.has_arguments = True
-        return [self._maker().delta({"tool_calls": [tool_call_fragment(state.tool_index, fragment)]})]
+        return [self._chunks().delta({"tool_calls": [tool_call_fragment(state.tool_index, fragment)]})]
 
-    def _text(self, field: str, value: Any) -> list[JSON]:
+    def _text(self, field: str, value: Any) -> list[bytes]:
         """One chunk for a non-empty text (``content`` or ``reasoning_content``); none for empty text."""
-        return [self._maker().delta({field: value})] if isinstance(value, str) and value else []
+        return [self._chunks().delta({field: value})] if isinstance(value, str) and value else []
 
-    def _message_delta(self, data: Mapping[str, Any]) -> list[JSON]:
+    def _message_delta(self, data: Mapping[str, Any]) -> list[bytes]:
         self._record_usage(data.get("usage"))
         self._finished = True
         stop_reason = (data.get("delta") or {}).get("stop_reason") or "end_turn"
-        return [self._maker().finish(_STOP_TO_FINISH.get(stop_reason, "stop"))]
+        return [self._chunks().finish(_STOP_TO_FINISH.get(stop_reason, "stop"))]
 
-    def _message_stop(self) -> list[JSON]:
+    def _message_stop(self) -> list[bytes]:
         self._stopped = True
+        self.usage = _openai_usage(self._usage)
         if not self._include_usage:
             return []
-        return [self._maker().usage(_openai_usage(self._usage))]
+        return [self._chunks().usage(self.usage)]
 
     def _record_usage(self, usage: Any) -> None:
-        """Anthropic usage counts are cumulative: later values replace earlier ones."""
-        if isinstance(usage, Mapping):
+        """Anthropic usage counts are cumulative: later values replace earlier ones. (Parsed JSON:
+        ``dict``, checked as such; see :func:`~.openai.usage_of`.)"""
+        if isinstance(usage, dict):
             self._usage.update(_counts(usage))
+
+
+_COMMON = re.compile(
+    r'event: (?:content_block_delta\ndata: \{"type":"content_block_delta","index":(?:0|[1-9][0-9]*),'
+    r'"delta":\{"type":"text_delta","text":(?P<text>"[^"\\\x00-\x1f]+")\}\}'
+    r'|content_block_start\ndata: \{"type":"content_block_start","index":(?P<start>0|[1-9][0-9]*),'
+    r'"content_block":\{"type":"text","text":""\}\}'
+    r'|content_block_stop\ndata: \{"type":"content_block_stop","index":(?P<stop>0|[1-9][0-9]*)\}'
+    r'|(?P<ping>ping)\ndata: \{"type":"ping"\}'
+    r'|(?P<end>message_stop)\ndata: \{"type":"message_stop"\})'
+)
+"""The events of a plain text answer exactly as the Messages API sends them, for the short path of
+:meth:`StreamToOpenAI.feed_bytes`, told apart by the group that matched: a text delta with a
+non-empty text and no escape in its JSON string (orjson writes such a string back byte for byte: it
+escapes only ``"``, ``\\`` and control characters), the start of a text block, the end of a block
+(indexes as JSON writes them), a ping, the end of the message. Any other form goes the general way."""
 
 
 def _load_event(event: SSEEvent) -> JSON:
@@ -768,6 +851,10 @@ class StreamFromOpenAI:
     :meth:`finish` closes the open block and sends ``message_delta`` (stop reason, usage) and
     ``message_stop``. It is also correct when the upstream never sent ``[DONE]`` or a finish reason.
     Tool calls are assumed to arrive one after another, as every OpenAI-compatible server sends them.
+
+    :meth:`feed` and :meth:`finish` take chunk dicts and give ``(name, data)`` pairs; the gateway
+    uses :meth:`feed_bytes` and :meth:`finish_bytes`, OpenAI SSE bytes in and the same events out as
+    Anthropic SSE, with a fast path for text.
     """
 
     def __init__(self, model: str, message_id: str | None = None) -> None:
@@ -780,6 +867,7 @@ class StreamFromOpenAI:
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool index → Anthropic block index
         self._finish_reason: str | None = None
         self._usage = StreamUsage()
+        self._decoder = SSEDecoder()  # for feed_bytes
 
     def feed(self, chunk: JSON) -> list[Event]:
         raise_for_error(chunk)
@@ -796,6 +884,42 @@ class StreamFromOpenAI:
             self._finish_reason = parts.finish_reason
             events += self._close()
         return events
+
+    def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None:
+        """OpenAI SSE bytes as they arrive → Anthropic SSE frames, appended to ``out`` one by one
+        (on an error, the frames made before it are there to go out first).
+
+        The same bytes as decoding ``chunk`` with :class:`SSEDecoder`, parsing each event with
+        :func:`~.openai.parse_stream_event` and encoding what :meth:`feed` gives; but a one-line
+        event's data is parsed straight from the raw text, and text continuing the open text
+        block, nearly every chunk of a stream, is framed from a template (the one delta
+        :meth:`_text` would give). An event the upstream left unterminated is not read.
+        """
+        decoder = self._decoder
+        blocks = decoder.feed_blocks(chunk)
+        if blocks is None:  # the general path: no raw text to look at
+            for decoded in decoder.feed(chunk):
+                self._encode(parse_stream_event(decoded), out)
+            return
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:  # what decoder.event would read
+                self._encode(parse_stream_data(block[6:]), out)
+            elif (event := decoder.event(block)) is not None:
+                self._encode(parse_stream_event(event), out)
+
+    def finish_bytes(self, out: list[bytes]) -> None:
+        out.append(encode_events(self.finish()))
+
+    def _encode(self, chunk: JSON | None, out: list[bytes]) -> None:
+        if chunk is None:  # [DONE]
+            return
+        block = self._open
+        if block is not None and block.kind == "text":
+            text = plain_content(chunk)
+            if text is not None:
+                out.append(_TEXT_DELTA_FRAME % (block.index, orjson.dumps(text)))
+                return
+        out.append(encode_events(self.feed(chunk)))
 
     def finish(self) -> list[Event]:
         if self._done:
@@ -882,6 +1006,18 @@ class StreamFromOpenAI:
 
 def _block_delta(index: int, delta: JSON) -> Event:
     return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+_TEXT_DELTA_FRAME = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%b}}\n\n'
+)
+"""``encode_events([_block_delta(index, {"type": "text_delta", "text": text})])``, as a template."""
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Events framed as Anthropic SSE (``event:`` and ``data:`` lines), in one piece."""
+    return b"".join([encode_event(orjson.dumps(data), name) for name, data in events])
 
 
 # ====================================================================================================

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import ProtocolError
+from .ndjson import NDJSONDecoder, encode_line
 from .openai import (
     ChunkMaker,
     StreamUsage,
@@ -45,6 +46,7 @@ from .openai import (
     content_text,
     delta_parts,
     dump_json,
+    encode_chunks,
     error_payload,
     error_type_for_status,
     first_choice,
@@ -54,12 +56,14 @@ from .openai import (
     now,
     parse_arguments,
     parse_data_url,
+    parse_stream_event,
     raise_for_error,
     reasoning_of,
     stop_list,
     tool_call,
     usage_of,
 )
+from .sse import SSEDecoder
 
 __all__ = [
     "OLLAMA_API_VERSION",
@@ -287,7 +291,10 @@ class ChatStreamToOpenAI:
 
     Ollama sends each tool call whole, so each becomes one complete tool-call piece. An
     ``{"error": ...}`` line raises :class:`UpstreamStreamError`; :meth:`finish` raises
-    :class:`ProtocolError` if the stream ended without its ``done: true`` line.
+    :class:`ProtocolError` if the stream ended without its ``done: true`` line. ``usage`` is the
+    OpenAI usage of the ``done`` line, set even when ``include_usage`` leaves it out of the chunks.
+    :meth:`feed_bytes` and :meth:`finish_bytes` take the upstream's bytes and give the chunks as
+    OpenAI SSE.
     """
 
     def __init__(self, include_usage: bool, model: str) -> None:
@@ -296,6 +303,17 @@ class ChatStreamToOpenAI:
         self._started = False
         self._tool_count = 0
         self._done = False
+        self._decoder = NDJSONDecoder()  # for feed_bytes
+        self.usage: JSON | None = None
+
+    def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None:
+        for obj in self._decoder.feed(chunk):
+            out.append(encode_chunks(self.feed(obj)))
+
+    def finish_bytes(self, out: list[bytes]) -> None:
+        for obj in self._decoder.flush():
+            out.append(encode_chunks(self.feed(obj)))
+        out.append(encode_chunks(self.finish()))
 
     def feed(self, obj: JSON) -> list[JSON]:
         raise_for_error(obj)
@@ -326,9 +344,10 @@ class ChatStreamToOpenAI:
 
     def _done_chunks(self, obj: Mapping[str, Any]) -> list[JSON]:
         self._done = True
+        self.usage = _usage_to_openai(obj) or make_usage(0, 0)
         chunks = [self._make.finish(_finish_reason(obj.get("done_reason"), self._tool_count > 0))]
         if self._include_usage:
-            chunks.append(self._make.usage(_usage_to_openai(obj) or make_usage(0, 0)))
+            chunks.append(self._make.usage(self.usage))
         return chunks
 
 
@@ -503,7 +522,10 @@ def _final_reply(resp: JSON, model: str, body: JSON) -> JSON:
 
 
 class _StreamFromOpenAI:
-    """Shared state of the chat and generate stream encoders; subclasses only shape the lines."""
+    """Shared state of the chat and generate stream encoders; subclasses only shape the lines.
+
+    :meth:`feed_bytes` and :meth:`finish_bytes` take OpenAI SSE bytes and give the lines as NDJSON.
+    """
 
     def __init__(self, model: str) -> None:
         self._model = model
@@ -512,6 +534,7 @@ class _StreamFromOpenAI:
         self._finish_reason: str | None = None
         self._usage = StreamUsage()
         self._done = False
+        self._decoder = SSEDecoder()  # for feed_bytes
 
     def feed(self, chunk: JSON) -> list[JSON]:
         raise_for_error(chunk)
@@ -527,6 +550,15 @@ class _StreamFromOpenAI:
             self._finish_reason = parts.finish_reason
             lines += self._tool_lines()
         return lines
+
+    def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None:
+        for event in self._decoder.feed(chunk):
+            parsed = parse_stream_event(event)
+            if parsed is not None:
+                out.append(b"".join([encode_line(line) for line in self.feed(parsed)]))
+
+    def finish_bytes(self, out: list[bytes]) -> None:
+        out.append(b"".join([encode_line(line) for line in self.finish()]))
 
     def finish(self) -> list[JSON]:
         """The pending tool calls and the final ``done: true`` line, whether or not ``[DONE]`` came."""

@@ -27,6 +27,7 @@ from .sse import SSEEvent, encode_event
 
 __all__ = [
     "DONE",
+    "ChunkFrames",
     "ChunkMaker",
     "DeltaParts",
     "StreamAccumulator",
@@ -42,6 +43,7 @@ __all__ = [
     "delta_parts",
     "dump_json",
     "encode_chunk",
+    "encode_chunks",
     "error_payload",
     "error_type_for_status",
     "first_choice",
@@ -51,8 +53,11 @@ __all__ = [
     "now",
     "parse_arguments",
     "parse_data_url",
+    "parse_stream_data",
     "parse_stream_event",
+    "plain_content",
     "raise_for_error",
+    "read_frame",
     "reasoning_of",
     "stop_list",
     "tool_call",
@@ -194,9 +199,12 @@ def as_count(value: Any) -> int | None:
 
 
 def usage_of(obj: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """(prompt tokens, completion tokens) of a completion or chunk; None where not reported."""
+    """(prompt tokens, completion tokens) of a completion or chunk; None where not reported.
+
+    (Objects read from JSON are ``dict``s: an ``isinstance`` check against ``dict`` is a type
+    comparison, against the ``Mapping`` ABC a few microseconds when its caches are cold.)"""
     usage = obj.get("usage")
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict):
         return None, None
     return as_count(usage.get("prompt_tokens")), as_count(usage.get("completion_tokens"))
 
@@ -204,8 +212,8 @@ def usage_of(obj: Mapping[str, Any]) -> tuple[int | None, int | None]:
 def cached_tokens_of(obj: Mapping[str, Any]) -> int | None:
     """``usage.prompt_tokens_details.cached_tokens``, when reported."""
     usage = obj.get("usage")
-    details = usage.get("prompt_tokens_details") if isinstance(usage, Mapping) else None
-    return as_count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    return as_count(details.get("cached_tokens")) if isinstance(details, dict) else None
 
 
 def make_usage(prompt: int | None, completion: int | None, cached: int | None = None) -> JSON:
@@ -301,6 +309,49 @@ class ChunkMaker:
         )
 
 
+class ChunkFrames:
+    """The chunks of one stream as SSE frames, built from the stream's constant head.
+
+    Each method gives byte for byte ``encode_chunks(chunks)`` for the chunks :class:`ChunkMaker`'s
+    method of the same name makes (:meth:`contents`: ``delta({"content": text})`` for each text,
+    the texts given already serialised): building a dict per chunk only to serialise its unchanging
+    id, model and created again is most of what encoding a chunk costs, and content deltas are
+    nearly every chunk of a stream.
+    """
+
+    __slots__ = ("_between", "_head", "_open")
+
+    def __init__(self, id: str, model: str, created: int) -> None:
+        head = orjson.dumps({"id": id, "object": "chat.completion.chunk", "created": created, "model": model})
+        self._head = b"data: " + head[:-1] + b',"choices":['
+        # contents() joins str (one encode per run of texts, not one per text)
+        self._open = (self._head + b'{"index":0,"delta":{"content":').decode()
+        self._between = _CONTENT_CLOSE + self._open
+
+    def delta(self, delta: JSON) -> bytes:
+        return self._head + b'{"index":0,"delta":' + orjson.dumps(delta) + b',"finish_reason":null}]}\n\n'
+
+    def contents(self, texts: list[str]) -> bytes:
+        """``delta({"content": text})`` for each text, given as its JSON string as orjson writes it."""
+        return (self._open + self._between.join(texts) + _CONTENT_CLOSE).encode()
+
+    def finish(self, finish_reason: str) -> bytes:
+        reason = orjson.dumps(finish_reason)
+        return self._head + b'{"index":0,"delta":{},"finish_reason":' + reason + b"}]}\n\n"
+
+    def usage(self, usage: JSON) -> bytes:
+        return self._head + b'],"usage":' + orjson.dumps(usage) + b"}\n\n"
+
+
+_CONTENT_CLOSE = '},"finish_reason":null}]}\n\n'
+
+
+def read_frame(frame: bytes) -> JSON:
+    """The chunk an SSE frame (``data: <json>``, one line) carries."""
+    chunk: JSON = orjson.loads(frame[6:])
+    return chunk
+
+
 def tool_call_header(index: int, id: str, name: str) -> JSON:
     """The first stream piece of a tool call (id, type, name, empty arguments), as the SDKs expect."""
     return {"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}
@@ -336,7 +387,12 @@ def raise_for_error(obj: Mapping[str, Any]) -> None:
 
 def parse_stream_event(event: SSEEvent) -> JSON | None:
     """An OpenAI SSE event → chunk dict; None for ``[DONE]``. Raises on invalid JSON or an error chunk."""
-    data = event.data.strip()
+    return parse_stream_data(event.data)
+
+
+def parse_stream_data(data: str) -> JSON | None:
+    """:func:`parse_stream_event` of an event's ``data`` alone."""
+    data = data.strip()
     if data == "[DONE]":
         return None
     try:
@@ -352,6 +408,35 @@ def parse_stream_event(event: SSEEvent) -> JSON | None:
 def encode_chunk(chunk: Mapping[str, Any]) -> bytes:
     """A chunk framed as one SSE event."""
     return encode_event(orjson.dumps(chunk))
+
+
+def encode_chunks(chunks: list[JSON]) -> bytes:
+    """Chunks framed as SSE events, in one piece (JSON text holds no line break to split)."""
+    if not chunks:  # most events of a stream that are not text give no chunk
+        return b""
+    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks])
+
+
+def plain_content(chunk: Mapping[str, Any]) -> str | None:
+    """The text of a chunk that is nothing but a non-empty content delta, else None.
+
+    Such chunks are the bulk of every stream, so the stream translators frame them from a template
+    (the common case only: no error, usage, reasoning, tool call, finish reason or unusual type);
+    every other chunk goes the general way, which gives the same result for these.
+    """
+    choices = chunk.get("choices")
+    if chunk.get("error") or chunk.get("usage") is not None or type(choices) is not list or not choices:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason"):
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.get("reasoning_content") or delta.get("reasoning"):
+        return None
+    content = delta.get("content")
+    if type(content) is not str or not content or delta.get("tool_calls") is not None:
+        return None
+    return content
 
 
 def first_choice(obj: Mapping[str, Any]) -> JSON:

@@ -47,6 +47,70 @@ class SSEDecoder:
         self._last_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """The events completed by ``chunk``."""
+        blocks = self.feed_blocks(chunk)
+        if blocks is None:
+            return self._feed_lines(chunk)
+        events: list[SSEEvent] = []
+        for block in blocks:
+            event = self.event(block)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def feed_blocks(self, chunk: bytes) -> list[str] | None:
+        """The fast path's framing: the text of each event ``chunk`` completes, one block of
+        ``\\n``-separated lines per event, to be read with :meth:`event` (in order: it keeps the last
+        event id). None when ``chunk`` needs the general line-by-line path instead (:meth:`feed`;
+        nothing was consumed then).
+
+        Real upstreams send ``\\n``-only streams of whole events; those are framed with a few bytes
+        operations per read, and their text decoded in one go, instead of line by line in Python
+        (line endings are ASCII, so decoding lines apart would give the same text). That needs an
+        event boundary (no field of a pending event read yet), no ``\\r`` anywhere (``\\n\\n`` then
+        ends exactly the events) and no possible byte-order mark (which :meth:`_line` strips); the
+        bytes after the last complete event wait, unparsed.
+        """
+        if self._data or self._event or self._skip_lf or b"\r" in chunk:
+            return None
+        buf = self._buf
+        if not self._started:
+            if (buf or chunk)[:1] == b"\xef":
+                return None
+            self._started = bool(buf or chunk)
+        if buf:
+            buf += chunk
+            end = buf.rfind(b"\n\n")
+            if end < 0:
+                return []
+            text = bytes(buf[:end])
+            del buf[: end + 2]
+        else:
+            end = chunk.rfind(b"\n\n")
+            if end < 0:
+                buf += chunk
+                return []
+            text = chunk[:end]
+            buf += chunk[end + 2 :]
+        return text.decode("utf-8", "replace").split("\n\n")
+
+    def event(self, block: str) -> SSEEvent | None:
+        """The event one block from :meth:`feed_blocks` makes (None when it has no ``data``: only
+        comments or ids). One ``data: `` line, or ``event: `` then ``data: ``, is read directly;
+        anything else line by line, as the general path does."""
+        if block.startswith("data: ") and "\n" not in block:
+            return SSEEvent(None, block[6:], self._last_id)
+        name, sep, data = block.partition("\ndata: ")
+        if sep and name.startswith("event: ") and "\n" not in name and "\n" not in data:
+            return SSEEvent(name[7:] or None, data, self._last_id)
+        events: list[SSEEvent] = []  # blank lines are only at a block's edges: one event at most
+        for line in block.split("\n"):
+            self._field(line, events)
+        self._dispatch(events)
+        return events[0] if events else None
+
+    def _feed_lines(self, chunk: bytes) -> list[SSEEvent]:
+        """The general path: every complete line, whatever its ending, read by :meth:`_line`."""
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -64,7 +128,7 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a pending event only if none of its lines was cut (see module doc)."""
-        events: list[SSEEvent] = []
+        events = self._feed_lines(b"") if self._buf else []  # whole lines the fast path left unread
         if self._buf:
             self._data.clear()  # the stream stopped inside a line: the pending event may be truncated
         self._buf.clear()
@@ -76,6 +140,9 @@ class SSEDecoder:
         if not self._started:
             self._started = True
             line = line.removeprefix(_BOM)
+        self._field(line, events)
+
+    def _field(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
             self._dispatch(events)
             return
@@ -102,6 +169,8 @@ class SSEDecoder:
 def encode_event(data: bytes | str, event: str | None = None) -> bytes:
     """Frame already-serialised ``data`` as one event; each line of it becomes its own ``data:`` line."""
     raw = data.encode() if isinstance(data, str) else data
-    lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     head = b"event: " + event.encode() + b"\n" if event else b""
+    if b"\n" not in raw and b"\r" not in raw:  # one line, as serialised JSON always is
+        return head + b"data: " + raw + b"\n\n"
+    lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
