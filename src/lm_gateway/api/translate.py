@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from lm_gateway.backends import ChatStream
-from lm_gateway.protocols import ProtocolError, UpstreamStreamError
+from lm_gateway.protocols import MALFORMED, UpstreamStreamError, malformed
 
 
 class StreamTranslator(Protocol):
@@ -53,8 +53,8 @@ async def reencode(
     except UpstreamStreamError as exc:
         stream.error = stream.error or exc.message
         yield b"".join(out) + error_frame(exc.message, exc.type)
-    except ProtocolError as exc:
-        message = f"the upstream stream was malformed: {exc}"
+    except MALFORMED as exc:
+        message = f"the upstream stream was malformed: {malformed(exc)}"
         stream.error = stream.error or message
         yield b"".join(out) + error_frame(message, "api_error")
     finally:

@@ -29,7 +29,7 @@ from lm_gateway.http.transport import (
     ServerDisconnected,
     TransportError,
 )
-from lm_gateway.protocols import ProtocolError, UpstreamStreamError
+from lm_gateway.protocols import MALFORMED, UpstreamStreamError, malformed
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_RESPONSE_BODY = 64 * 1024 * 1024
@@ -367,8 +367,8 @@ class TranslatedStream(ChatStream):
                         f"{self._backend.scrub(exc.message)}",
                         code="backend_stream_error",
                     )
-                except ProtocolError as exc:
-                    outcome.failure = self._backend.bad_response(f"sent a malformed stream: {exc}")
+                except MALFORMED as exc:
+                    outcome.failure = self._backend.bad_response(f"sent a malformed stream: {malformed(exc)}")
             if outcome.failure is not None:
                 self.error = outcome.failure.message
                 yield b"".join(pending) + sse_error_event(outcome.failure.message, outcome.failure.code)

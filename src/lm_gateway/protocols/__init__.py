@@ -27,7 +27,7 @@ client protocol's own error event instead of silently truncating the stream.
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "UpstreamStreamError"]
+__all__ = ["MALFORMED", "ProtocolError", "UpstreamStreamError", "malformed"]
 
 
 class ProtocolError(ValueError):
@@ -45,3 +45,18 @@ class UpstreamStreamError(ProtocolError):
         super().__init__(message)
         self.message = message
         self.type = type
+
+
+# What a translator fed an upstream document of a shape it does not expect may raise besides
+# ProtocolError (``delta`` a string where an object belongs: AttributeError; a list index or key
+# missing: IndexError, KeyError). Data from an upstream is untrusted: every one of them means "the
+# upstream sent something malformed", which the caller reports as such, never as a crash.
+MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def malformed(exc: BaseException) -> str:
+    """What was wrong, for the client: a ProtocolError's own words, else only the kind of mismatch
+    (a Python message names internals, not the upstream's mistake)."""
+    if isinstance(exc, ProtocolError):
+        return str(exc)
+    return f"a field of an unexpected type or shape ({type(exc).__name__})"
