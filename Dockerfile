@@ -17,7 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The runtime dependencies are wheels for this platform (no compiler needed); pip compiles the .pyc
-# files here, since nothing can write them at run time. The redis extra (pure Python) lets the same
+# files here, since nothing can write them at run time. The redis extra (redis-py, hiredis) lets the same
 # image scale out behind a load balancer ([gateway] redis_url); it is imported only when configured.
 RUN python -m venv /opt/lm-gateway \
     && /opt/lm-gateway/bin/pip install --no-cache-dir '.[redis]' \
