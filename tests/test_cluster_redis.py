@@ -268,10 +268,20 @@ def test_redis_url_is_a_secret(
     assert config["gateway"]["redis_url"] == {"source": "env", "var": "LMG_REDIS_URL", "path": None}
     # A value that is not a Redis URL is refused at load, naming where it came from, not the value.
     path = tmp_path / "bad.toml"
-    path.write_text('[gateway]\nredis_url = { source = "env", var = "R" }\n')
+    path.write_text(config_text(DEMO, gateway_extra='redis_url = { source = "env", var = "R" }\n'))
     with pytest.raises(ConfigError) as err:
         load_config(path, env={"R": "http://user:hunter2-secret@example.com"})
     assert "env var R is not a Redis URL" in str(err.value) and "hunter2" not in str(err.value)
+    for bad, problem in (
+        ("redis://:hunter2-secret@redis:port/0", "host or port cannot be read"),
+        ("redis://:hunter2-secret@/0", "no host name"),
+        ("redis://:hunter2-secret@redis:6379/zero", "not a number"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(path, env={"R": bad})
+        assert problem in str(err.value) and "hunter2" not in str(err.value), bad
+    for good in ("redis://redis", "rediss://:pw@redis.example:6380/2", "unix:///run/redis.sock?db=1"):
+        assert load_config(path, env={"R": good}).redis_url is not None, good
 
 
 def test_missing_redis_url_secret_serves_per_instance(

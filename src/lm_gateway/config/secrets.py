@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lm_gateway.config.convert import key_path
 from lm_gateway.config.schema import ClientConfig, Config, Secret, SecretSource
@@ -53,6 +54,25 @@ def secret_files(config: Config) -> list[Path]:
     """The files ``config`` reads secrets from (the config watcher watches them)."""
     sources = [backend.key_source for backend in config.backends.values()] + [config.gateway.redis_url]
     return [Path(s.path) for s in sources if s is not None and s.source == "file" and s.path]
+
+
+def redis_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable Redis URL (never quoting it: it may hold a password)."""
+    if not value.startswith(REDIS_SCHEMES):
+        return "is not a Redis URL (redis://, rediss://, unix://)"
+    if value.startswith("unix://"):
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return "is not a valid Redis URL (its host or port cannot be read)"
+    if not parts.hostname:
+        return "has no host name"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "names a database that is not a number (redis://host:6379/0)"
+    return None
 
 
 def header_problem(value: str) -> str | None:
@@ -147,11 +167,9 @@ def resolve_secrets(
     if config.gateway.redis_url is not None:
         lookup = resolve_secret(config.gateway.redis_url, environ)
         redis_url = _collect(lookup, "gateway.redis_url", missing, errors)
-        if redis_url is not None and not redis_url.reveal().startswith(REDIS_SCHEMES):
-            where = _describe(config.gateway.redis_url)
-            errors.append(
-                f"gateway.redis_url: the value of {where} is not a Redis URL (redis://, rediss://, unix://)"
-            )
+        problem = redis_url_problem(redis_url.reveal()) if redis_url is not None else None
+        if problem is not None:
+            errors.append(f"gateway.redis_url: the value of {_describe(config.gateway.redis_url)} {problem}")
             redis_url = None
 
     return ResolvedSecrets(
