@@ -122,6 +122,30 @@ def test_anthropic_request_goes_upstream_untouched_except_model(gw: RunningGatew
     assert sent.header("anthropic-version")
 
 
+def test_anthropic_beta_goes_to_an_anthropic_tier_only_and_must_be_feature_names(
+    gw: RunningGateway, fakes: Fakes
+) -> None:
+    beta = "prompt-caching-2024-07-31, context-management-2025-06-27"
+    for stream in (False, True):
+        resp = httpx.post(
+            gw.url + "/v1/messages",
+            json={**ANTHROPIC_ONLY, "stream": stream},
+            headers={"anthropic-beta": beta, "x-custom": "not forwarded"},
+        )
+        assert resp.status_code == 200, resp.text
+        sent = fakes.anthropic.last_request
+        assert sent.header("anthropic-beta") == beta  # Claude Code's beta features reach the upstream
+        assert sent.header("x-custom") is None  # every other client header still stays here
+    plain = {"model": "oa", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    resp = httpx.post(gw.url + "/v1/messages", json=plain, headers={"anthropic-beta": beta})
+    assert resp.status_code == 200 and fakes.openai.last_request.header("anthropic-beta") is None
+    for bad in ("a b", "x;y", "ok," + "f" * 101, ",".join(["f"] * 40)):
+        refused = httpx.post(gw.url + "/v1/messages", json=plain, headers={"anthropic-beta": bad})
+        assert refused.status_code == 400, bad
+        assert refused.json()["type"] == "error"
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+
+
 # Only Anthropic can run its server tools or read some block types: no translation exists for them.
 ANTHROPIC_ONLY: dict[str, Any] = {
     "model": "an",
@@ -474,3 +498,16 @@ def test_relays_read_usage_and_ends_from_crlf_three_byte_writes(
         entry = gw.traffic()[0]
         assert entry["error"] is None, (path, entry["error"])
         assert (entry["prompt_tokens"], entry["completion_tokens"]) == (21, 8), path
+
+
+def test_an_operator_can_keep_anthropic_beta_to_itself(start_gateway: StartGateway, fakes: Fakes) -> None:
+    fakes.reset()
+    config = fakes.config().replace(
+        'api_key_env = "ANTHROPIC_KEY"', 'api_key_env = "ANTHROPIC_KEY"\npass_anthropic_beta = false'
+    )
+    gw = start_gateway(config, env=ENV)
+    resp = httpx.post(
+        gw.url + "/v1/messages", json=ANTHROPIC_ONLY, headers={"anthropic-beta": "context-1m-2025-08-07"}
+    )
+    assert resp.status_code == 200, resp.text
+    assert fakes.anthropic.last_request.header("anthropic-beta") is None

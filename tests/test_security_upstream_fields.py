@@ -212,7 +212,7 @@ CALLS = [
 ]
 
 
-def expected_credentials(index: int, request: RecordedRequest) -> None:
+def expected_credentials(index: int, request: RecordedRequest, client_path: str) -> None:
     if index == 0:
         assert request.header("authorization") == f"Bearer {OPENAI_KEY}"
         assert request.header("x-api-key") is None
@@ -220,7 +220,10 @@ def expected_credentials(index: int, request: RecordedRequest) -> None:
         assert request.header("x-api-key") == ANTHROPIC_KEY
         assert request.header("authorization") is None
         assert request.header("anthropic-version") == "2023-06-01"
-        assert request.header("anthropic-beta") is None
+        # The one client header passed on, to an Anthropic tier on the untouched passthrough only: a
+        # list of feature names, which can change neither the upstream nor its credentials.
+        passthrough = client_path == "/v1/messages"
+        assert request.header("anthropic-beta") == ("attacker-beta" if passthrough else None)
     else:
         assert request.header("authorization") is None and request.header("x-api-key") is None
 
@@ -250,7 +253,7 @@ def test_steering_fields_and_headers_never_change_the_upstream_or_its_credential
     fake = upstreams[index]
     (request,) = fake.requests_to(upstream_path)
     assert all(not other.requests for other in upstreams if other is not fake)
-    expected_credentials(index, request)
+    expected_credentials(index, request, path)
     assert request.header("host") == f"127.0.0.1:{fake.port}"
     for name in ("x-forwarded-host", "x-upstream", "x-custom", "cookie", "openai-organization"):
         assert request.header(name) is None, name

@@ -9,6 +9,7 @@ shape. The key may come as ``x-api-key`` or ``Authorization: Bearer`` (the SDK s
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_head
 from lm_gateway.api.common import BadRequest, reshaped_error, stream_headers
 from lm_gateway.api.translate import reencode
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
-from lm_gateway.http.server import Request, Response, StreamResponse, json_response
+from lm_gateway.http.server import Request, Response, StreamResponse, error_response, json_response
 from lm_gateway.protocols import ProtocolError
 from lm_gateway.protocols import anthropic as wire
 from lm_gateway.protocols.openai import content_text
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 perf = time.perf_counter
 SSE_HEADERS = stream_headers("text/event-stream")
 MESSAGES = "/v1/messages"
+# ``anthropic-beta``: feature names (``prompt-caching-2024-07-31,...``), the one client header an
+# Anthropic tier is sent (on the untouched passthrough only); anything else in it is refused.
+_BETA_RE = re.compile(r"[A-Za-z0-9._-]{1,100}(?:\s*,\s*[A-Za-z0-9._-]{1,100}){0,31}")
 
 
 def anthropic_error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -94,9 +98,19 @@ class AnthropicEndpoints:
             internal, untranslatable = _internal_request(body)
         except BadRequest as bad:
             return _from_openai_error(api.record_refusal(request, rid, bad.response, started, who))
+        beta = request.headers.get("anthropic-beta")
+        if beta is not None and not _BETA_RE.fullmatch(beta):
+            bad_beta = error_response(
+                400,
+                "the anthropic-beta header must be a comma-separated list of feature names",
+                code="invalid_anthropic_beta",
+            )
+            return _from_openai_error(api.record_refusal(request, rid, bad_beta, started, who))
         model = body.get("model")
         entry = api.new_entry(rid, request, who, model, body.get("stream") is True)
         native = _AnthropicClientCall(body, untranslatable)
+        if beta is not None:  # an Anthropic tier gets it (Claude Code's beta features need it)
+            native.headers = {"anthropic-beta": beta}
         try:
             served = await api.run_chat(request, who, internal, entry, started, call=native)
         except ChatFailed as failure:

@@ -355,7 +355,7 @@ class NativeCall:
     otherwise lets the router call the backend with the internal request. ``used`` tells the endpoint
     which format the answer is in."""
 
-    __slots__ = ("always", "body", "path", "prepare", "protocol", "used")
+    __slots__ = ("always", "body", "headers", "path", "prepare", "protocol", "used")
 
     def __init__(
         self,
@@ -372,6 +372,7 @@ class NativeCall:
         self.prepare = prepare
         self.always = always
         self.used = False
+        self.headers: dict[str, str] | None = None  # the client's headers its protocol passes on
 
     async def __call__(
         self, backend: Backend, decision: RouteDecision, internal: dict[str, Any], stream: bool
@@ -380,7 +381,7 @@ class NativeCall:
             return await default_call(backend, decision, internal, stream)
         self.used = True
         self.prepare(self.body, decision)
-        return await backend.forward(self.path, self.body, stream)
+        return await backend.forward(self.path, self.body, stream, self.headers)
 
 
 class _KeyRefused(Response):

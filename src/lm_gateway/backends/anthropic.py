@@ -115,13 +115,16 @@ class AnthropicBackend(HttpBackend):
         translator = wire.StreamToOpenAI(include_usage=wants_usage(body), model=tier.model)
         return TranslatedStream(self, resp, translator)
 
-    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
+    async def forward(
+        self, path: str, body: dict[str, Any], stream: bool, headers: Mapping[str, str] | None = None
+    ) -> Completion | ChatStream:
         if path not in (MESSAGES, MESSAGES + "/count_tokens"):
-            return await super().forward(path, body, stream)
+            return await super().forward(path, body, stream, headers)
+        extra = self.prepare(headers) if headers and self.config.pass_anthropic_beta else b""
         if stream:
-            resp = await self.open_stream(path, orjson.dumps(body), self._stream_headers)
+            resp = await self.open_stream(path, orjson.dumps(body), self._stream_headers + extra)
             return RawRelay(self, resp, ANTHROPIC_SSE)
-        raw, payload = await self.post_json(path, orjson.dumps(body), self._headers)
+        raw, payload = await self.post_json(path, orjson.dumps(body), self._headers + extra)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         return Completion(raw, *_token_counts(usage if isinstance(usage, dict) else {}))
 

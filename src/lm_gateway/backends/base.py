@@ -9,7 +9,7 @@ interface, so nothing above this layer knows which protocol an upstream speaks.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -110,8 +110,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def probe(self, timeout_s: float) -> ProbeResult: ...
 
-    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
-        """Send a request in this backend's own protocol to ``path`` and relay the answer as is."""
+    async def forward(
+        self, path: str, body: dict[str, Any], stream: bool, headers: Mapping[str, str] | None = None
+    ) -> Completion | ChatStream:
+        """Send a request in this backend's own protocol to ``path`` and relay the answer as is.
+
+        ``headers``: request headers of the client's own protocol that it may pass on (checked by
+        the API layer; today only Anthropic's ``anthropic-beta``); other protocols ignore them."""
         raise BackendError(
             400,
             f"backend '{self.name}' ({self.config.provider}) cannot serve {path}",

@@ -10,6 +10,7 @@ and returns tool calls reliably. Ollama clients (Home Assistant, Open WebUI) are
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -94,9 +95,11 @@ class OllamaBackend(HttpBackend):
         translator = wire.ChatStreamToOpenAI(include_usage=wants_usage(body), model=tier.model)
         return TranslatedStream(self, resp, translator)
 
-    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
+    async def forward(
+        self, path: str, body: dict[str, Any], stream: bool, headers: Mapping[str, str] | None = None
+    ) -> Completion | ChatStream:
         if path not in NATIVE_PATHS and path not in COMPAT_PATHS:
-            return await super().forward(path, body, stream)
+            return await super().forward(path, body, stream, headers)
         if self.config.default_options and path in NATIVE_PATHS:
             options = body.get("options")
             body["options"] = {

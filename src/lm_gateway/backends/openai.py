@@ -7,6 +7,7 @@ lost, and nothing is re-encoded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -44,7 +45,9 @@ class OpenAIBackend(HttpBackend):
         resp = await self.open_stream(self.chat_path, orjson.dumps(body), self._stream_headers)
         return RawRelay(self, resp)
 
-    async def forward(self, path: str, body: dict[str, Any], stream: bool) -> Completion | ChatStream:
+    async def forward(
+        self, path: str, body: dict[str, Any], stream: bool, headers: Mapping[str, str] | None = None
+    ) -> Completion | ChatStream:
         """OpenAI-protocol endpoints other than chat (``/v1/embeddings``, ``/v1/completions``)."""
         if stream:
             return RawRelay(self, await self.open_stream(path, orjson.dumps(body), self._stream_headers))

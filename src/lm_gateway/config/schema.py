@@ -141,6 +141,9 @@ class BackendConfig:
     # every tier on it (one GPU); None = no gate. Waiters beyond queue_limit are refused with 429.
     max_concurrent: int | None = None
     queue_limit: int = 32
+    # Anthropic backends: pass an Anthropic client's `anthropic-beta` header on (untouched
+    # passthrough only). False keeps every beta feature (and its pricing) the operator's decision.
+    pass_anthropic_beta: bool = True
 
     @property
     def key_source(self) -> SecretSource | None:
