@@ -54,7 +54,9 @@ LIVE_S = 10.0
 
 def instance_name(config: Config) -> str:
     """``gateway.instance_name``, else host name and pid (a ``--workers`` worker: its supervisor's)."""
-    pid = os.environ.get("LMG_SUPERVISOR_PID") or str(os.getpid())
+    from lm_gateway.workers import SUPERVISOR_PID_ENV  # (set by the supervisor for its workers)
+
+    pid = os.environ.get(SUPERVISOR_PID_ENV) or str(os.getpid())
     return config.gateway.instance_name or f"{socket.gethostname()}:{pid}"
 
 
