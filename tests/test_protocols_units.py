@@ -344,7 +344,9 @@ def _anthropic_stream(draw: st.DrawFn) -> list[bytes]:
     for kind, index in events:
         data = _anthropic_event(kind, index, draw(_TEXTS), draw(st.sampled_from(["end_turn", "tool_use"])))
         style = draw(
-            st.sampled_from(["api"] * 15 + ["ascii", "spaced", "no_event", "crlf", "index01", "junk"])
+            st.sampled_from(
+                ["api"] * 15 + ["ascii", "spaced", "no_event", "crlf", "index01", "junk", "raw_tab"]
+            )
         )
         raw = orjson.dumps(data).decode()
         if style in ("ascii", "spaced"):  # escapes orjson would not write (\u00e9, \/), or spaces
@@ -353,6 +355,8 @@ def _anthropic_stream(draw: st.DrawFn) -> list[bytes]:
             raw = raw.replace('"index":', '"index":0', 1)
         if style == "junk":
             raw = raw[:-1]
+        if style == "raw_tab":  # a control character left unescaped: not JSON
+            raw = raw.replace("\\t", "\t")
         name = None if style == "no_event" else data["type"]
         frame = sse.encode_event(raw, name)
         frames.append(frame.replace(b"\n", b"\r\n") if style == "crlf" else frame)
@@ -372,6 +376,49 @@ def _outcome(run: Any) -> tuple[bytes, str | None]:
 @FAST
 @given(_anthropic_stream(), st.booleans())
 def test_backend_stream_fast_path_gives_the_general_paths_bytes(parts: list[bytes], usage: bool) -> None:
+    _assert_backend_fast_path_is_general(parts, usage)
+
+
+def _delta(text: str, index: int = 0) -> bytes:
+    data = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+    return sse.encode_event(orjson.dumps(data), "content_block_delta")
+
+
+_RUN_HEAD = sse.encode_event(orjson.dumps(_anthropic_event("message_start", 0, "", "")), "message_start")
+_RUN_HEAD += sse.encode_event(orjson.dumps(_anthropic_event("text", 0, "", "")), "content_block_start")
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(b"".join(_delta(f"t{i} ") for i in range(30)), id="plain"),
+        pytest.param(_delta("a") + _delta("") + _delta("b"), id="empty-in-the-middle"),
+        pytest.param(_delta("a") + _delta("b") + _delta(""), id="empty-last"),
+        pytest.param(
+            _delta("a") + _delta("") + sse.encode_event('{"type":"ping"}', "ping"), id="empty-before-ping"
+        ),
+        pytest.param(_delta("a") + _delta("line\nbreak") + _delta("b"), id="escape"),
+        pytest.param(_delta("a") + _delta("x").replace(b'"x"', b'"x\ty"') + _delta("b"), id="raw-tab"),
+        pytest.param(_delta("a") + _delta("x").replace(b'"x"', b'"x\\u00e9"') + _delta("b"), id="u-escape"),
+        pytest.param(_delta("a") + _delta("\u2028") + _delta("é日🎉"), id="not-printable"),
+        pytest.param(
+            _delta("a") + sse.encode_event('{"type":"ping"}', "ping") + _delta("b"), id="ping-between"
+        ),
+        pytest.param(_delta("a") + _delta("b", index=1) + _delta("c"), id="other-index-between"),
+        pytest.param(_delta("a") + _delta("b")[:-1] + _delta("c"), id="one-newline-short"),
+        pytest.param(_delta("a") + _delta("b").replace(b'"}}', b'" }}') + _delta("c"), id="spaced-end"),
+        pytest.param(_delta("a") + _delta("b")[:-2], id="last-unterminated"),
+        pytest.param(_delta("a") + _delta("b").replace(b'"}}', b'"}'), id="last-malformed"),
+    ],
+)
+def test_a_run_of_text_deltas_in_one_read_gives_the_general_paths_bytes(run: bytes) -> None:
+    """The deltas of a fast upstream come many to a read; the short path takes them together, and
+    must fall back exactly where one of them is not a plain text delta."""
+    _assert_backend_fast_path_is_general([_RUN_HEAD + run + _delta("end")], usage=False)
+    _assert_backend_fast_path_is_general([_RUN_HEAD, run, _delta("end")], usage=True)
+
+
+def _assert_backend_fast_path_is_general(parts: list[bytes], usage: bool) -> None:
     # After each read, the usage so far goes in the output too: the two must agree at every step.
     def general(out: list[bytes]) -> None:
         decoder = sse.SSEDecoder()
@@ -478,7 +525,8 @@ def test_chunk_frames_are_the_encoded_chunks(id: str, model: str, created: int, 
     make, frames = openai.ChunkMaker(id, model, created), openai.ChunkFrames(id, model, created)
     usage = openai.make_usage(3, len(text), 1)
     for frame, chunk in [
-        (frames.contents([orjson.dumps(text).decode()]), make.delta({"content": text})),
+        (frames.contents([orjson.dumps(text).decode()[1:-1]]), make.delta({"content": text})),
+        (frames.first(), make.delta({"role": "assistant", "content": ""})),
         (
             frames.delta({"role": "assistant", "content": text}),
             make.delta({"role": "assistant", "content": text}),
@@ -489,6 +537,6 @@ def test_chunk_frames_are_the_encoded_chunks(id: str, model: str, created: int, 
         assert frame == openai.encode_chunks([chunk])
         assert openai.read_frame(frame) == chunk
     texts = [text, "b", text]
-    assert frames.contents([orjson.dumps(each).decode() for each in texts]) == openai.encode_chunks(
+    assert frames.contents([orjson.dumps(each).decode()[1:-1] for each in texts]) == openai.encode_chunks(
         [make.delta({"content": each}) for each in texts]
     )

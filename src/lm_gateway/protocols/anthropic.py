@@ -163,7 +163,9 @@ def request_from_openai(body: JSON, *, model: str, default_max_tokens: int = 409
     out["messages"] = _turns_from_openai(messages)
     thinking = _thinking_from_openai(body, max_tokens)
     if thinking is None:
-        out.update({key: body[key] for key in ("temperature", "top_p", "top_k") if body.get(key) is not None})
+        for key in _SAMPLING:
+            if (value := body.get(key)) is not None:
+                out[key] = value
     else:
         out["thinking"] = thinking
     if stop := stop_list(body.get("stop")):
@@ -177,6 +179,9 @@ def request_from_openai(body: JSON, *, model: str, default_max_tokens: int = 409
     if isinstance(body.get("stream"), bool):
         out["stream"] = body["stream"]
     return out
+
+
+_SAMPLING = ("temperature", "top_p", "top_k")
 
 
 def _system_from_openai(messages: list[Any], response_format: Any) -> str | list[JSON] | None:
@@ -241,15 +246,22 @@ def _turns_from_openai(messages: list[Any]) -> list[JSON]:
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
-    return [_compact_turn(turn) for turn in turns]
+    for turn in turns:
+        _compact_turn(turn)
+    return turns
 
 
-def _compact_turn(turn: JSON) -> JSON:
+def _compact_turn(turn: JSON) -> None:
     """Tool results first (Anthropic requires it); a lone plain text block becomes a string."""
-    blocks = sorted(turn["content"], key=lambda block: block["type"] != "tool_result")
-    if len(blocks) == 1 and blocks[0].keys() == {"type", "text"}:
-        return {"role": turn["role"], "content": blocks[0]["text"]}
-    return {"role": turn["role"], "content": blocks}
+    blocks = turn["content"]
+    if len(blocks) > 1:
+        turn["content"] = sorted(blocks, key=_not_tool_result)
+    elif len(blocks[0]) == 2 and blocks[0]["type"] == "text":  # {"type", "text"}: nothing else to keep
+        turn["content"] = blocks[0]["text"]
+
+
+def _not_tool_result(block: JSON) -> bool:
+    return bool(block["type"] != "tool_result")
 
 
 def _blocks_from_openai(content: Any) -> list[JSON]:
@@ -388,9 +400,11 @@ def _thinking_from_openai(body: Mapping[str, Any], max_tokens: int) -> JSON | No
 
 def _counts(usage: Mapping[str, Any]) -> dict[str, int]:
     """The integer fields of an Anthropic usage object (nested objects such as server_tool_use skipped)."""
-    return {
-        key: value for key, value in usage.items() if isinstance(value, int) and not isinstance(value, bool)
-    }
+    counts: dict[str, int] = {}
+    for key, value in usage.items():
+        if type(value) is int:  # (not a bool: a subclass)
+            counts[key] = value
+    return counts
 
 
 def _usage_to_openai(usage: Any) -> JSON | None:
@@ -461,41 +475,53 @@ class StreamToOpenAI:
         event (on an error, the frames made before it are there to go out first).
 
         The same frames as decoding ``chunk`` with :class:`SSEDecoder` and translating each event,
-        but the events of a plain text answer, in the form the API sends them (:data:`_COMMON`), are
-        recognised in their raw text and take a short path: a text delta's JSON string, already as
-        orjson would write it (no escape in it), is carried over as it is, and consecutive ones are
-        framed in one go.
+        but the events of a plain text answer, in the form the API sends them (:data:`_SCAN`), are
+        recognised in their raw text and take a short path: the JSON string of a text delta, already
+        as orjson would write it, is carried over as it is, and the deltas that follow it are taken
+        in one go (:func:`_more_texts`) and framed together.
         """
         decoder = self._decoder
-        blocks = decoder.feed_blocks(chunk)
-        if blocks is None:  # the general path: no raw text to look at
+        text = decoder.feed_text(chunk)
+        if text is None:  # the general path: no raw text to look at
             for decoded in decoder.feed(chunk):
                 out += self._event(_load_event(decoded), decoded.event)
             return
-        texts: list[str] = []  # consecutive text deltas, not framed yet
-        for block in blocks:
-            match = _COMMON.fullmatch(block)
-            if match is not None and match.lastgroup == "text" and self._frames is not None:
-                texts.append(match["text"])
-                continue
-            self._frame_texts(texts, out)
-            # (decoder.event was skipped for the blocks above: one-data-line events, it keeps no state)
-            if match is None or match.lastgroup == "text":  # (a text before message_start: no id yet)
-                if (event := decoder.event(block)) is not None:
-                    out += self._event(_load_event(event), event.event)
-            elif match.lastgroup == "start":  # what _block_start does (an empty text gives no chunk)
+        # (decoder.event is skipped for the events matched here: one-data-line events, it keeps no
+        # state from them)
+        pos, end, in_bulk = 0, len(text), True
+        while pos < end:
+            match = _SCAN.match(text, pos)
+            assert match is not None  # (any block matches `other`)
+            pos = match.end()
+            kind = match.lastgroup
+            if kind == "text":
+                if self._frames is None:  # a text before message_start: no id yet
+                    for block in match["text"].split("\n\n"):
+                        self._block(block, out)
+                    continue
+                if (opened := match["opened"]) is not None:  # what _block_start does for it
+                    self._blocks[int(opened)] = _UpstreamBlock("text")
+                texts = [match["string"]]
+                if in_bulk and text.startswith(match["head"], pos):  # more deltas follow
+                    pos, in_bulk = _more_texts(text, pos, match["head"], texts), False
+                out.append(self._frames.contents(texts))
+            elif kind == "data":
+                data = _load_data(match["data"])
+                out += self._event(data, match["name"])
+            elif kind == "other":
+                if block := match["other"]:
+                    self._block(block, out)
+            elif kind == "start":  # what _block_start does (an empty text gives no chunk)
                 self._blocks[int(match["start"])] = _UpstreamBlock("text")
-            elif match.lastgroup == "stop":
+            elif kind == "stop":
                 out += self._block_stop(int(match["stop"]))
-            elif match.lastgroup == "end":
+            elif kind == "end":
                 out += self._message_stop()
             # else a ping: nothing
-        self._frame_texts(texts, out)
 
-    def _frame_texts(self, texts: list[str], out: list[bytes]) -> None:
-        if texts:
-            out.append(self._chunks().contents(texts))
-            texts.clear()
+    def _block(self, block: str, out: list[bytes]) -> None:
+        if (event := self._decoder.event(block)) is not None:
+            out += self._event(_load_event(event), event.event)
 
     def finish_bytes(self, out: list[bytes]) -> None:
         """The end of the upstream's bytes: its last event if unterminated, then :meth:`finish`."""
@@ -540,7 +566,7 @@ class StreamToOpenAI:
         if self._frames is not None:
             return []  # a repeated message_start must not restart the stream
         self._record_usage(message.get("usage"))
-        return [self._chunks(message.get("id")).delta({"role": "assistant", "content": ""})]
+        return [self._chunks(message.get("id")).first()]
 
     def _block_start(self, index: int, block: Mapping[str, Any]) -> list[bytes]:
         kind = str(block.get("type"))
@@ -606,27 +632,82 @@ class StreamToOpenAI:
             self._usage.update(_counts(usage))
 
 
-_COMMON = re.compile(
-    r'event: (?:content_block_delta\ndata: \{"type":"content_block_delta","index":(?:0|[1-9][0-9]*),'
-    r'"delta":\{"type":"text_delta","text":(?P<text>"[^"\\\x00-\x1f]+")\}\}'
-    r'|content_block_start\ndata: \{"type":"content_block_start","index":(?P<start>0|[1-9][0-9]*),'
-    r'"content_block":\{"type":"text","text":""\}\}'
-    r'|content_block_stop\ndata: \{"type":"content_block_stop","index":(?P<stop>0|[1-9][0-9]*)\}'
-    r'|(?P<ping>ping)\ndata: \{"type":"ping"\}'
-    r'|(?P<end>message_stop)\ndata: \{"type":"message_stop"\})'
+_INDEX = r"(?:0|[1-9][0-9]*)"  # as JSON writes a block index
+_PLAIN_STRING = r'(?!")[^"\\\x00-\x1f]*(?:\\["\\bfnrt][^"\\\x00-\x1f]*)*'
+"""What is between the quotes of a non-empty JSON string as orjson writes it, so that decoding and
+encoding it again would give the same bytes: no control character, and no escape but the short ones
+(orjson writes ``\\uXXXX`` only for the other control characters, and never ``\\/``)."""
+
+
+def _text_start(group: str) -> str:
+    return (
+        r'event: content_block_start\ndata: \{"type":"content_block_start","index":'
+        rf'(?P<{group}>{_INDEX}),"content_block":\{{"type":"text","text":""\}}\}}'
+    )
+
+
+_PING = r'event: ping\ndata: \{"type":"ping"\}'
+_SCAN = re.compile(
+    rf"(?:(?P<text>(?:{_text_start('opened')}\n\n)?(?:{_PING}\n\n)?"
+    r'(?P<head>event: content_block_delta\ndata: \{"type":"content_block_delta","index":' + _INDEX + r","
+    rf'"delta":\{{"type":"text_delta","text":")(?P<string>{_PLAIN_STRING})"\}}\}})'
+    rf"|{_text_start('start')}"
+    rf'|event: content_block_stop\ndata: \{{"type":"content_block_stop","index":(?P<stop>{_INDEX})\}}'
+    rf"|(?P<ping>{_PING})"
+    r'|(?P<end>event: message_stop\ndata: \{"type":"message_stop"\})'
+    r"|event: (?P<name>message_start|message_delta)\ndata: (?P<data>\{[^\n]*\})"
+    r"|(?P<other>[^\n]*(?:\n(?!\n)[^\n]*)*))(?:\n\n|\Z)"
 )
-"""The events of a plain text answer exactly as the Messages API sends them, for the short path of
-:meth:`StreamToOpenAI.feed_bytes`, told apart by the group that matched: a text delta with a
-non-empty text and no escape in its JSON string (orjson writes such a string back byte for byte: it
-escapes only ``"``, ``\\`` and control characters), the start of a text block, the end of a block
-(indexes as JSON writes them), a ping, the end of the message. Any other form goes the general way."""
+"""One event of the text :meth:`SSEDecoder.feed_text` gives per match, for the short path of
+:meth:`StreamToOpenAI.feed_bytes`, told apart by the group that matched. The events of a plain text
+answer exactly as the Messages API sends them: a text delta (``text``) with a non-empty text, its
+JSON string a :data:`_PLAIN_STRING` (``head`` is all before it), with the start of its text block
+(``opened``) and a ping before it when those came in the same read; the start of a text block
+(``start``); the end of a block (``stop``); a ping; the end of the message.
+
+The two events with variable fields, ``message_start`` and ``message_delta``, are parsed from their
+one ``data`` line at once (``data``), and any other event (``other``, possibly empty, as between two
+blank lines) goes the general way."""
+
+
+def _more_texts(text: str, pos: int, head: str, texts: list[str]) -> int:
+    """The text deltas to one block that follow each other in ``text`` from ``pos`` on (``head``: all
+    before a delta's text), added to ``texts``, with a few string operations for all of them however
+    many there are (a run of deltas in one read is the common case of a fast upstream); the position
+    after them. None are taken (``pos`` is returned) when a text needs more than plain printable
+    characters, or when another event comes between two deltas; the caller reads them one event at a
+    time then. It tries once per read: the split looks at the whole rest of the read.
+
+    Between two such deltas there is exactly ``"}}``, a blank line and ``head`` (no JSON string holds
+    a line break), so splitting there gives their texts, and what follows the last text is checked
+    to be its delta's end."""
+    pieces = text[pos + len(head) :].split('"}}\n\n' + head)
+    last = pieces[-1]
+    quote = last.find('"')
+    after = quote + 3  # past the last delta's "}}
+    if (
+        quote < 0
+        or not last.startswith('"}}', quote)
+        or (after != len(last) and not last.startswith("\n\n", after))
+    ):
+        return pos
+    pieces[-1] = last[:quote]
+    body = "".join(pieces)
+    if '"' in body or "\\" in body or not body.isprintable() or "" in pieces:
+        return pos
+    texts += pieces
+    return min(len(text), len(text) - len(last) + after + 2)
 
 
 def _load_event(event: SSEEvent) -> JSON:
+    return _load_data(event.data)
+
+
+def _load_data(text: str) -> JSON:
     try:
-        data = orjson.loads(event.data)
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"invalid JSON in Anthropic stream: {event.data[:200]!r}") from exc
+        raise ProtocolError(f"invalid JSON in Anthropic stream: {text[:200]!r}") from exc
     if not isinstance(data, dict):
         raise ProtocolError("Anthropic stream event data is not an object")
     return data

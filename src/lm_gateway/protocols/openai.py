@@ -325,14 +325,19 @@ class ChunkFrames:
         head = orjson.dumps({"id": id, "object": "chat.completion.chunk", "created": created, "model": model})
         self._head = b"data: " + head[:-1] + b',"choices":['
         # contents() joins str (one encode per run of texts, not one per text)
-        self._open = (self._head + b'{"index":0,"delta":{"content":').decode()
+        self._open = (self._head + b'{"index":0,"delta":{"content":"').decode()
         self._between = _CONTENT_CLOSE + self._open
 
     def delta(self, delta: JSON) -> bytes:
         return self._head + b'{"index":0,"delta":' + orjson.dumps(delta) + b',"finish_reason":null}]}\n\n'
 
+    def first(self) -> bytes:
+        """``delta({"role": "assistant", "content": ""})``: the chunk every stream starts with."""
+        return self._head + _FIRST_DELTA
+
     def contents(self, texts: list[str]) -> bytes:
-        """``delta({"content": text})`` for each text, given as its JSON string as orjson writes it."""
+        """``delta({"content": text})`` for each text, each given as what orjson writes between the
+        quotes of its JSON string."""
         return (self._open + self._between.join(texts) + _CONTENT_CLOSE).encode()
 
     def finish(self, finish_reason: str) -> bytes:
@@ -343,7 +348,8 @@ class ChunkFrames:
         return self._head + b'],"usage":' + orjson.dumps(usage) + b"}\n\n"
 
 
-_CONTENT_CLOSE = '},"finish_reason":null}]}\n\n'
+_CONTENT_CLOSE = '"},"finish_reason":null}]}\n\n'
+_FIRST_DELTA = b'{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
 
 
 def read_frame(frame: bytes) -> JSON:

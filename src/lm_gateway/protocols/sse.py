@@ -62,7 +62,15 @@ class SSEDecoder:
         """The fast path's framing: the text of each event ``chunk`` completes, one block of
         ``\\n``-separated lines per event, to be read with :meth:`event` (in order: it keeps the last
         event id). None when ``chunk`` needs the general line-by-line path instead (:meth:`feed`;
-        nothing was consumed then).
+        nothing was consumed then)."""
+        text = self.feed_text(chunk)
+        if text is None:
+            return None
+        return text.split("\n\n") if text else []  # (an empty block has no event either)
+
+    def feed_text(self, chunk: bytes) -> str | None:
+        """:meth:`feed_blocks` before the split: the events ``chunk`` completes as one text, blocks
+        separated by a blank line (``\\n\\n``), for a reader that scans them in one go.
 
         Real upstreams send ``\\n``-only streams of whole events; those are framed with a few bytes
         operations per read, and their text decoded in one go, instead of line by line in Python
@@ -82,17 +90,19 @@ class SSEDecoder:
             buf += chunk
             end = buf.rfind(b"\n\n")
             if end < 0:
-                return []
+                return ""
             text = bytes(buf[:end])
             del buf[: end + 2]
+        elif chunk[-2:] == b"\n\n":  # a read of whole events, as usual: no copy to cut it
+            return chunk.decode("utf-8", "replace")
         else:
             end = chunk.rfind(b"\n\n")
             if end < 0:
                 buf += chunk
-                return []
+                return ""
             text = chunk[:end]
             buf += chunk[end + 2 :]
-        return text.decode("utf-8", "replace").split("\n\n")
+        return text.decode("utf-8", "replace")
 
     def event(self, block: str) -> SSEEvent | None:
         """The event one block from :meth:`feed_blocks` makes (None when it has no ``data``: only
@@ -128,6 +138,9 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a pending event only if none of its lines was cut (see module doc)."""
+        if not self._buf and not self._data:  # (the usual end: nothing pending)
+            self._event = ""
+            return []
         events = self._feed_lines(b"") if self._buf else []  # whole lines the fast path left unread
         if self._buf:
             self._data.clear()  # the stream stopped inside a line: the pending event may be truncated
