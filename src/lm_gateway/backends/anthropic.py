@@ -32,7 +32,7 @@ MESSAGES = "/v1/messages"
 
 
 _COUNT = re.compile(
-    rb'"(input_tokens|output_tokens|cache_creation_input_tokens|cache_read_input_tokens)"\s*:\s*(\d+)'
+    rb'"(input_tokens|output_tokens|cache_creation_input_tokens|cache_read_input_tokens)"[ \t]*:[ \t]*(\d+)'
 )
 
 _CACHE_COUNTS = ("cache_creation_input_tokens", "cache_read_input_tokens")
@@ -48,13 +48,14 @@ def _token_counts(counts: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return prompt, values.get("output_tokens")
 
 
-def _anthropic_usage(lines: list[bytes]) -> tuple[int | None, int | None]:
+def _anthropic_usage(kept: bytes) -> tuple[int | None, int | None]:
     """Counts are cumulative: ``message_start`` has the input, the last ``message_delta`` the output
     (and, from newer API versions, the input again); the last value of each wins."""
     counts: dict[str, int] = {}
-    for line in lines:
-        for name, value in _COUNT.findall(line):
-            counts[name.decode()] = int(value)
+    first_event = kept[: kept.find(b"\n\n")]  # (a relay keeps the head: message_start is first)
+    last_delta = kept[kept.rfind(b"message_delta") :]  # the text deltas between are not read
+    for name, value in _COUNT.findall(first_event + last_delta):
+        counts[name.decode()] = int(value)
     return _token_counts(counts)
 
 

@@ -189,14 +189,14 @@ class HttpBackend(Backend):
 @dataclass(frozen=True, slots=True)
 class RelayFormat:
     """What a same-protocol relay needs to know about a stream format, without parsing every byte:
-    whether a stream's last bytes are its proper end, how to read usage from the lines kept (the last
+    whether a stream's last bytes are its proper end, how to read usage from the bytes kept (the last
     :data:`RELAY_WINDOW` bytes, plus the first ``head_bytes`` for formats that report input tokens at
     the start, as Anthropic's ``message_start`` does), and how to say "this stream failed" in that
     format."""
 
     name: str
     ends_properly: Callable[[bytes], bool]
-    read_usage: Callable[[list[bytes]], tuple[int | None, int | None]]
+    read_usage: Callable[[bytes], tuple[int | None, int | None]]
     usage_marker: bytes
     error_frame: Callable[[str, str], bytes]
     head_bytes: int = 0
@@ -233,9 +233,9 @@ def in_band_error(tail: bytes) -> str | None:
     return str(error) if error else None
 
 
-def _openai_usage(lines: list[bytes]) -> tuple[int | None, int | None]:
+def _openai_usage(kept: bytes) -> tuple[int | None, int | None]:
     """The last usage the stream reported (searched from the end: it is in one of the last events)."""
-    for line in reversed(lines):
+    for line in reversed(kept.splitlines()):
         if line.startswith(b"data:") and b'"usage"' in line:
             try:
                 counts = usage_from(orjson.loads(line[5:]))
@@ -304,7 +304,7 @@ class RawRelay(ChatStream):
         # The head matters only when the window lost the start; its cut last line is left out.
         kept = (head[: head.rfind(b"\n") + 1] if trimmed else b"") + bytes(window)
         if fmt.usage_marker in kept:  # most streams carry no usage unless asked: skip the line scan
-            self.prompt_tokens, self.completion_tokens = fmt.read_usage(kept.splitlines())
+            self.prompt_tokens, self.completion_tokens = fmt.read_usage(kept)
         if upstream_error is not None:
             self.error = f"backend '{backend.name}' failed mid-stream: {backend.scrub(upstream_error)}"
         elif outcome.failure is not None:

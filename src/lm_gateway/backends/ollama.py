@@ -35,19 +35,18 @@ NATIVE_PATHS = (CHAT, "/api/generate", "/api/embed", "/api/embeddings")
 COMPAT_PATHS = ("/v1/embeddings", "/v1/completions", "/v1/chat/completions")
 
 
-_COUNT = re.compile(rb'"(prompt_eval_count|eval_count)"\s*:\s*(\d+)')
+_COUNT = re.compile(rb'"(prompt_eval_count|eval_count)"[ \t]*:[ \t]*(\d+)')
 
 
-def _ollama_usage(lines: list[bytes]) -> tuple[int | None, int | None]:
+def _ollama_usage(kept: bytes) -> tuple[int | None, int | None]:
     """The counts of the final (``done``) object; read with a pattern, not a parser, because that
     line may start before the relay's window (``/api/generate`` puts a long ``context`` first)."""
     prompt = completion = None
-    for line in lines:
-        for name, value in _COUNT.findall(line):
-            if name == b"prompt_eval_count":
-                prompt = int(value)
-            else:
-                completion = int(value)
+    for name, value in _COUNT.findall(kept):  # (one pass: a count never spans lines)
+        if name == b"prompt_eval_count":
+            prompt = int(value)
+        else:
+            completion = int(value)
     return prompt, completion
 
 
@@ -115,7 +114,7 @@ class OllamaBackend(HttpBackend):
         if path in COMPAT_PATHS:
             prompt, completion = usage_from(payload)
         else:
-            prompt, completion = _ollama_usage([raw])
+            prompt, completion = _ollama_usage(raw)
         return Completion(raw, prompt, completion)
 
     async def probe(self, timeout_s: float) -> ProbeResult:
