@@ -157,10 +157,10 @@ PURE_IMPORTS = {
     "dataclasses",
     "datetime",
     "math",
+    "random",
     "re",
     "time",
     "typing",
-    "uuid",
     "orjson",
 }
 
@@ -498,6 +498,75 @@ def _openai_stream(draw: st.DrawFn) -> list[bytes]:
 @FAST
 @given(_openai_stream())
 def test_client_stream_fast_path_gives_the_general_paths_bytes(parts: list[bytes]) -> None:
+    _assert_client_fast_path_is_general(parts)
+
+
+def _content_chunk(text: str, **fields: Any) -> bytes:
+    return sse.encode_event(orjson.dumps({**_openai_chunk("content", text), **fields}))
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(b"".join(_content_chunk(f"t{i} ") for i in range(30)), id="plain"),
+        pytest.param(_content_chunk("a") + _content_chunk("") + _content_chunk("b"), id="empty"),
+        pytest.param(_content_chunk("a") + _content_chunk("x\ny") + _content_chunk("b"), id="escape"),
+        pytest.param(
+            _content_chunk("a") + _content_chunk("\u2028") + _content_chunk("é🎉"), id="not-printable"
+        ),
+        pytest.param(
+            _content_chunk("a") + _content_chunk("b", created=2) + _content_chunk("c"), id="other-created"
+        ),
+        pytest.param(
+            _content_chunk("a") + _content_chunk("b", usage=None) + _content_chunk("c"), id="extra-field"
+        ),
+        pytest.param(
+            _content_chunk("a") + sse.encode_event("[DONE]") + _content_chunk("c"), id="done-between"
+        ),
+        pytest.param(
+            _content_chunk("a") + _content_chunk('"content":"x"') + _content_chunk("c"), id="key-in-text"
+        ),
+        pytest.param(_content_chunk("a") + _content_chunk("b")[:-1], id="last-unterminated"),
+        pytest.param(_content_chunk("a") + _content_chunk("b").replace(b'"},', b'" },'), id="spaced"),
+    ],
+)
+def test_a_run_of_content_chunks_in_one_read_gives_the_general_paths_bytes(run: bytes) -> None:
+    """After a few chunks, the short path knows the stream's own form of a content chunk and takes
+    the ones in that form together; it must fall back exactly where one is not."""
+    start = b"".join(_content_chunk(text) for text in ("Hel", "lo", " there"))
+    end = sse.encode_event(orjson.dumps(_openai_chunk("finish", ""))) + sse.encode_event("[DONE]")
+    _assert_client_fast_path_is_general([start + run + end])
+    _assert_client_fast_path_is_general([start, run, end])
+
+
+def test_a_run_of_chunks_in_one_read_is_not_parsed_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes translating a fast stream cheap, in both directions: the bulk of a read is taken
+    in a few string operations, not parsed event by event (only the events around it are)."""
+    calls: list[str] = []
+    for module, name in ((anthropic, "_load_data"), (anthropic, "parse_stream_data")):
+        original = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda data, original=original: calls.append(data) or original(data)
+        )
+    message_start = _anthropic_event("message_start", 0, "", "")
+    events = [("message_start", message_start), ("content_block_start", _anthropic_event("text", 0, "", ""))]
+    events += [("content_block_delta", _anthropic_event("text_delta", 0, f"t{i} ", "")) for i in range(50)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0})]
+    events += [("message_delta", _anthropic_event("message_delta", 50, "", "end_turn"))]
+    events += [("message_stop", {"type": "message_stop"})]
+    out: list[bytes] = []
+    backend = anthropic.StreamToOpenAI(include_usage=False, model="m")
+    backend.feed_bytes(b"".join(sse.encode_event(orjson.dumps(data), name) for name, data in events), out)
+    backend.finish_bytes(out)
+    assert len(calls) == 2  # message_start and message_delta: the 50 deltas are not parsed
+    assert b"".join(out).count(b'"content":"t') == 50
+    calls.clear()
+    client = anthropic.StreamFromOpenAI("m")
+    client.feed_bytes(b"".join(_content_chunk(f"t{i} ") for i in range(50)) + sse.encode_event("[DONE]"), [])
+    assert len(calls) <= 4  # the first chunks, the stream's form learnt from them, and [DONE]
+
+
+def _assert_client_fast_path_is_general(parts: list[bytes]) -> None:
     def general(out: list[bytes]) -> None:
         decoder = sse.SSEDecoder()
         for part in parts:

@@ -72,7 +72,7 @@ from .openai import (
 from .openai import (
     error_type_for_status as openai_error_type,
 )
-from .sse import SSEDecoder, SSEEvent, encode_event
+from .sse import SSEDecoder, SSEEvent, encode_event, text_run
 
 __all__ = [
     "EFFORT_BUDGET",
@@ -478,7 +478,7 @@ class StreamToOpenAI:
         but the events of a plain text answer, in the form the API sends them (:data:`_SCAN`), are
         recognised in their raw text and take a short path: the JSON string of a text delta, already
         as orjson would write it, is carried over as it is, and the deltas that follow it are taken
-        in one go (:func:`_more_texts`) and framed together.
+        in one go (:func:`~.sse.text_run`) and framed together.
         """
         decoder = self._decoder
         text = decoder.feed_text(chunk)
@@ -502,8 +502,10 @@ class StreamToOpenAI:
                 if (opened := match["opened"]) is not None:  # what _block_start does for it
                     self._blocks[int(opened)] = _UpstreamBlock("text")
                 texts = [match["string"]]
-                if in_bulk and text.startswith(match["head"], pos):  # more deltas follow
-                    pos, in_bulk = _more_texts(text, pos, match["head"], texts), False
+                if in_bulk and text.startswith(head := match["head"], pos):  # more deltas follow
+                    more, pos = text_run(text, pos, head, '"}}')
+                    texts += more
+                    in_bulk = False
                 out.append(self._frames.contents(texts))
             elif kind == "data":
                 data = _load_data(match["data"])
@@ -668,35 +670,6 @@ JSON string a :data:`_PLAIN_STRING` (``head`` is all before it), with the start 
 The two events with variable fields, ``message_start`` and ``message_delta``, are parsed from their
 one ``data`` line at once (``data``), and any other event (``other``, possibly empty, as between two
 blank lines) goes the general way."""
-
-
-def _more_texts(text: str, pos: int, head: str, texts: list[str]) -> int:
-    """The text deltas to one block that follow each other in ``text`` from ``pos`` on (``head``: all
-    before a delta's text), added to ``texts``, with a few string operations for all of them however
-    many there are (a run of deltas in one read is the common case of a fast upstream); the position
-    after them. None are taken (``pos`` is returned) when a text needs more than plain printable
-    characters, or when another event comes between two deltas; the caller reads them one event at a
-    time then. It tries once per read: the split looks at the whole rest of the read.
-
-    Between two such deltas there is exactly ``"}}``, a blank line and ``head`` (no JSON string holds
-    a line break), so splitting there gives their texts, and what follows the last text is checked
-    to be its delta's end."""
-    pieces = text[pos + len(head) :].split('"}}\n\n' + head)
-    last = pieces[-1]
-    quote = last.find('"')
-    after = quote + 3  # past the last delta's "}}
-    if (
-        quote < 0
-        or not last.startswith('"}}', quote)
-        or (after != len(last) and not last.startswith("\n\n", after))
-    ):
-        return pos
-    pieces[-1] = last[:quote]
-    body = "".join(pieces)
-    if '"' in body or "\\" in body or not body.isprintable() or "" in pieces:
-        return pos
-    texts += pieces
-    return min(len(text), len(text) - len(last) + after + 2)
 
 
 def _load_event(event: SSEEvent) -> JSON:
@@ -949,6 +922,10 @@ class StreamFromOpenAI:
         self._finish_reason: str | None = None
         self._usage = StreamUsage()
         self._decoder = SSEDecoder()  # for feed_bytes
+        # The data line of a plain content chunk of this stream around its text, learnt from the
+        # first one (_learn): every server repeats its own chunk with only the text changed.
+        self._content_line: tuple[str, str] | None = None
+        self._lessons = 3  # chunks to learn it from before giving up (a server that varies more)
 
     def feed(self, chunk: JSON) -> list[Event]:
         raise_for_error(chunk)
@@ -974,33 +951,58 @@ class StreamFromOpenAI:
         :func:`~.openai.parse_stream_event` and encoding what :meth:`feed` gives; but a one-line
         event's data is parsed straight from the raw text, and text continuing the open text
         block, nearly every chunk of a stream, is framed from a template (the one delta
-        :meth:`_text` would give). An event the upstream left unterminated is not read.
+        :meth:`_text` would give). Once the stream's own form of such a chunk is known, the chunks
+        in that form that came in one read are not parsed at all: their texts are taken in one go
+        (:func:`~.sse.text_run`). An event the upstream left unterminated is not read.
         """
         decoder = self._decoder
-        blocks = decoder.feed_blocks(chunk)
-        if blocks is None:  # the general path: no raw text to look at
+        text = decoder.feed_text(chunk)
+        if text is None:  # the general path: no raw text to look at
             for decoded in decoder.feed(chunk):
                 self._encode(parse_stream_event(decoded), out)
             return
-        for block in blocks:
+        pos, end, in_bulk = 0, len(text), True
+        while pos < end:
+            line, opened = self._content_line, self._open
+            if in_bulk and line and opened and opened.kind == "text" and text.startswith(line[0], pos):
+                in_bulk = False  # (text_run: once per read)
+                texts, pos = text_run(text, pos, *line)
+                if texts:
+                    out.append(_text_deltas(opened.index, texts))
+                    continue
+            stop = text.find("\n\n", pos)
+            block = text[pos : stop if stop >= 0 else end]
+            pos = stop + 2 if stop >= 0 else end
             if block.startswith("data: ") and "\n" not in block:  # what decoder.event would read
-                self._encode(parse_stream_data(block[6:]), out)
+                self._encode(parse_stream_data(block[6:]), out, block)
             elif (event := decoder.event(block)) is not None:
                 self._encode(parse_stream_event(event), out)
 
     def finish_bytes(self, out: list[bytes]) -> None:
         out.append(encode_events(self.finish()))
 
-    def _encode(self, chunk: JSON | None, out: list[bytes]) -> None:
+    def _encode(self, chunk: JSON | None, out: list[bytes], line: str | None = None) -> None:
         if chunk is None:  # [DONE]
             return
         block = self._open
         if block is not None and block.kind == "text":
             text = plain_content(chunk)
             if text is not None:
-                out.append(_TEXT_DELTA_FRAME % (block.index, orjson.dumps(text)))
+                dumped = orjson.dumps(text)
+                if line is not None and self._content_line is None and self._lessons:
+                    self._learn(line, dumped.decode())
+                out.append(_TEXT_DELTA_FRAME % (block.index, dumped))
                 return
         out.append(encode_events(self.feed(chunk)))
+
+    def _learn(self, line: str, dumped: str) -> None:
+        """The stream's content chunk around its text, from ``line``, a plain content chunk whose text
+        is ``dumped`` (as orjson writes it) once, with ``"content":`` nowhere else in it."""
+        self._lessons -= 1
+        at = line.find('"content":' + dumped)
+        if at >= 0 and line.count('"content":') == 1:
+            start = at + len('"content":') + 1  # (past the opening quote)
+            self._content_line = line[:start], line[start + len(dumped) - 2 :]
 
     def finish(self) -> list[Event]:
         if self._done:
@@ -1087,6 +1089,12 @@ class StreamFromOpenAI:
 
 def _block_delta(index: int, delta: JSON) -> Event:
     return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def _text_deltas(index: int, texts: list[str]) -> bytes:
+    """``_TEXT_DELTA_FRAME`` for each of ``texts`` (each what is between its JSON string's quotes)."""
+    opening, closing = (_TEXT_DELTA_FRAME % (index, b'"\0"')).decode().split("\0")
+    return (opening + (closing + opening).join(texts) + closing).encode()
 
 
 _TEXT_DELTA_FRAME = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "SSEEvent", "encode_event"]
+__all__ = ["SSEDecoder", "SSEEvent", "encode_event", "text_run"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = "\ufeff"
@@ -187,3 +187,36 @@ def encode_event(data: bytes | str, event: str | None = None) -> bytes:
         return head + b"data: " + raw + b"\n\n"
     lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def text_run(text: str, pos: int, head: str, tail: str) -> tuple[list[str], int]:
+    """The texts of the events of ``text`` (from :meth:`SSEDecoder.feed_text`) that follow each other
+    from ``pos`` on and are each ``head``, a text, then ``tail``, separated by blank lines; and the
+    position after the last. A stream translator's short path for the bulk of a stream, events that
+    differ only in one JSON string (``head`` ends with its opening quote, ``tail`` starts with its
+    closing one), all taken with a few string operations however many came in one read.
+
+    Only plain texts are taken: printable, no quote, no backslash, not empty; their JSON string is
+    then the text itself, as any encoder writes it. At the first event that is not like that (or an
+    event of another kind between two of them), nothing is taken: ``([], pos)``, for the caller to
+    read the events one by one. The split looks at the whole rest of ``text``: a caller tries once
+    per read. (``text`` must start with ``head`` at ``pos``.)
+
+    Between two such events there is exactly ``tail``, a blank line and ``head`` (a JSON string holds
+    no line break), so splitting there gives the texts; what follows the last text is checked to be
+    ``tail`` and the end of its event."""
+    pieces = text[pos + len(head) :].split(tail + "\n\n" + head)
+    last = pieces[-1]
+    quote = last.find('"')
+    after = quote + len(tail)
+    if (
+        quote < 0
+        or not last.startswith(tail, quote)
+        or (after != len(last) and not last.startswith("\n\n", after))
+    ):
+        return [], pos
+    pieces[-1] = last[:quote]
+    body = "".join(pieces)
+    if '"' in body or "\\" in body or not body.isprintable() or "" in pieces:
+        return [], pos
+    return pieces, min(len(text), len(text) - len(last) + after + 2)
