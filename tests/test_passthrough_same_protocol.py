@@ -428,6 +428,28 @@ def test_ollama_stream_cut_by_the_upstream_ends_with_an_error_line(gw: RunningGa
     assert gw.traffic()[0]["error"]
 
 
+@pytest.mark.parametrize("protocol", ["anthropic", "ollama"])
+def test_a_stream_cut_inside_an_event_never_reaches_the_client_half_sent(
+    gw: RunningGateway, fakes: Fakes, protocol: str
+) -> None:
+    """Every event the client receives parses; the cut one is left out and the error follows."""
+    if protocol == "anthropic":
+        fakes.anthropic.script(
+            CutStream(after=after_two_deltas("an"), reply=Stream(chunks=SUNNY), mid_event=True)
+        )
+        body = httpx.post(
+            gw.url + "/v1/messages", json={**ANTHROPIC_REQUEST, "stream": True}, timeout=10
+        ).text
+        datas = [line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data:")]
+    else:
+        fakes.ollama.script(CutStream(after=2, reply=Stream(chunks=SUNNY), mid_event=True))
+        body = httpx.post(gw.url + "/api/chat", json={**OLLAMA_REQUEST, "stream": True}, timeout=10).text
+        datas = [line for line in body.splitlines() if line]
+    events = [json.loads(data) for data in datas]  # (a half-sent event would not parse)
+    assert "error" in events[-1] and events[-1].get("type", "error") == "error"
+    assert gw.traffic()[0]["error"]
+
+
 def test_ollama_upstream_error_keeps_ollama_shape(gw: RunningGateway, fakes: Fakes) -> None:
     fakes.ollama.script(Status(400, message="invalid format schema"))
     resp = httpx.post(gw.url + "/api/chat", json=OLLAMA_REQUEST)

@@ -574,6 +574,10 @@ def _assert_client_fast_path_is_general(parts: list[bytes]) -> None:
                 chunk = openai.parse_stream_event(event)
                 if chunk is not None:
                     out.append(anthropic.encode_events(general_stream.feed(chunk)))
+        for event in decoder.flush():  # an event the stream ended without its blank line
+            chunk = openai.parse_stream_event(event)
+            if chunk is not None:
+                out.append(anthropic.encode_events(general_stream.feed(chunk)))
         out.append(anthropic.encode_events(general_stream.finish()))
 
     def fast(out: list[bytes]) -> None:

@@ -3,6 +3,7 @@ shape, streams never end silently, and the gateway keeps serving afterwards."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -147,6 +148,24 @@ def test_sdk_raises_on_a_cut_stream_instead_of_returning_a_truncated_answer(
         model="hint:fast", messages=[{"role": "user", "content": "q"}], stream=True
     )
     with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+
+
+def test_a_stream_cut_inside_an_event_ends_with_the_error_not_a_half_event(
+    gw: RunningGateway, fake: OpenAIBackend
+) -> None:
+    fake.script(CutStream(after=2, reply=Reply(text="one two three four five six"), mid_event=True))
+    resp = post(gw, {**QUESTION, "stream": True})
+    datas = stream_events(resp)
+    chunks = [json.loads(data) for data in datas]  # (a half-sent chunk would not parse)
+    assert "backend_bad_response" in chunks[-1]["error"]["code"]
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+    fake.script(CutStream(after=2, reply=Reply(text="one two three four five six"), mid_event=True))
+    stream = client.chat.completions.create(
+        model="hint:fast", messages=[{"role": "user", "content": "q"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="backend 'mock'"):  # the gateway's error, not a parse error
         for _ in stream:
             pass
 

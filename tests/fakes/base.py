@@ -344,6 +344,7 @@ class _Delivery:
 
     delay: float = 0.0
     cut_after: int | None = None
+    cut_mid_event: bool = False
     error_after: int | None = None
     error: StreamError | None = None
     piece_size: int | None = None
@@ -357,9 +358,9 @@ def _plan(behaviour: Behaviour, wire: Wire) -> tuple[Reply, _Delivery]:
     match behaviour:
         case Reply():
             return behaviour, replace(split, delay=behaviour.delay)
-        case CutStream(after=after, reply=reply):
+        case CutStream(after=after, reply=reply, mid_event=mid_event):
             reply = reply or Reply()
-            return reply, replace(split, delay=reply.delay, cut_after=after)
+            return reply, replace(split, delay=reply.delay, cut_after=after, cut_mid_event=mid_event)
         case StreamError(after=after, reply=reply):
             reply = reply or Reply()
             return reply, replace(split, delay=reply.delay, error_after=after, error=behaviour)
@@ -757,6 +758,8 @@ class FakeBackend:
                             await write(tail)
                         break
                     if how.cut_after is not None and index >= how.cut_after:
+                        if how.cut_mid_event:
+                            await write(frame[: len(frame) // 2])
                         return self._cut(call, resp)
                     if how.error is not None and how.error_after is not None and index >= how.error_after:
                         await write(self._error_frame(call, how.error))

@@ -134,10 +134,12 @@ class CutStream:
     """Send 200 and the first ``after`` stream events, then close the TCP connection abruptly: no
     terminator (``[DONE]``, ``message_stop``, ``done: true``), not even the final HTTP chunk.
 
-    For a non-streaming request the JSON body is cut in half (Content-Length promises the whole)."""
+    For a non-streaming request the JSON body is cut in half (Content-Length promises the whole).
+    ``mid_event``: the first half of the next event goes out before the cut (a line cut short)."""
 
     after: int
     reply: Reply | None = None
+    mid_event: bool = False
 
 
 @dataclass(frozen=True, slots=True)

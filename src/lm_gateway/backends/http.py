@@ -200,6 +200,7 @@ class RelayFormat:
     usage_marker: bytes
     error_frame: Callable[[str, str], bytes]
     head_bytes: int = 0
+    event_end: bytes = b"\n\n"  # what ends an event (SSE); a line break for line-delimited JSON
 
 
 RELAY_WINDOW = 4096
@@ -282,6 +283,7 @@ class RawRelay(ChatStream):
         trimmed = False
         upstream_error: str | None = None
         resp = self._resp
+        pending = b""  # the start of a line the upstream has not finished: never relayed half
         async with _upstream_body(backend, resp) as outcome:
             while chunk := await outcome.read():
                 if head_left:
@@ -293,6 +295,13 @@ class RawRelay(ChatStream):
                     trimmed = True
                 if resp.complete and not resp.buffered:
                     self.upstream_done = True
+                if pending:
+                    chunk, pending = pending + chunk, b""
+                if chunk[-1] not in _LINE_BREAKS:  # (reads mostly end with a line: one test)
+                    cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+                    chunk, pending = chunk[:cut], chunk[cut:]
+                    if not chunk:
+                        continue
                 yield chunk
             tail = bytes(window)
             if not fmt.ends_properly(tail):
@@ -301,6 +310,10 @@ class RawRelay(ChatStream):
                     outcome.failure = backend.bad_response(
                         f"ended the {fmt.name} stream before its end marker"
                     )
+                elif pending:  # the upstream's own error event, left unfinished: finish it
+                    yield pending + fmt.event_end
+            elif pending:  # a proper end the upstream did not break its line after
+                yield pending
         # The head matters only when the window lost the start; its cut last line is left out.
         kept = (head[: head.rfind(b"\n") + 1] if trimmed else b"") + bytes(window)
         if fmt.usage_marker in kept:  # most streams carry no usage unless asked: skip the line scan
@@ -309,7 +322,13 @@ class RawRelay(ChatStream):
             self.error = f"backend '{backend.name}' failed mid-stream: {backend.scrub(upstream_error)}"
         elif outcome.failure is not None:
             self.error = outcome.failure.message
-            yield fmt.error_frame(outcome.failure.message, outcome.failure.code)
+            # A cut line was dropped; an event left open by the cut is closed before the error's.
+            relayed = window[: max(0, len(window) - len(pending))]
+            gap = b"\n" if fmt.event_end == b"\n\n" and not relayed.endswith(b"\n\n") else b""
+            yield gap + fmt.error_frame(outcome.failure.message, outcome.failure.code)
+
+
+_LINE_BREAKS = b"\n\r"
 
 
 class StreamTranslator(Protocol):

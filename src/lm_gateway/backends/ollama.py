@@ -61,6 +61,7 @@ OLLAMA_NDJSON = RelayFormat(
     read_usage=_ollama_usage,
     usage_marker=b"eval_count",
     error_frame=lambda message, code: encode_line(wire.error_line(message)),
+    event_end=b"\n",
 )
 
 

@@ -979,6 +979,9 @@ class StreamFromOpenAI:
                 self._encode(parse_stream_event(event), out)
 
     def finish_bytes(self, out: list[bytes]) -> None:
+        """The last event too if the stream ended without its blank line (see :meth:`SSEDecoder.flush`)."""
+        for event in self._decoder.flush():
+            self._encode(parse_stream_event(event), out)
         out.append(encode_events(self.finish()))
 
     def _encode(self, chunk: JSON | None, out: list[bytes], line: str | None = None) -> None:

@@ -63,7 +63,7 @@ from .openai import (
     tool_call,
     usage_of,
 )
-from .sse import SSEDecoder
+from .sse import SSEDecoder, SSEEvent
 
 __all__ = [
     "OLLAMA_API_VERSION",
@@ -552,13 +552,18 @@ class _StreamFromOpenAI:
         return lines
 
     def feed_bytes(self, chunk: bytes, out: list[bytes]) -> None:
-        for event in self._decoder.feed(chunk):
+        self._encode(self._decoder.feed(chunk), out)
+
+    def finish_bytes(self, out: list[bytes]) -> None:
+        """The last event too if the stream ended without its blank line (see :meth:`SSEDecoder.flush`)."""
+        self._encode(self._decoder.flush(), out)
+        out.append(b"".join([encode_line(line) for line in self.finish()]))
+
+    def _encode(self, events: list[SSEEvent], out: list[bytes]) -> None:
+        for event in events:
             parsed = parse_stream_event(event)
             if parsed is not None:
                 out.append(b"".join([encode_line(line) for line in self.feed(parsed)]))
-
-    def finish_bytes(self, out: list[bytes]) -> None:
-        out.append(b"".join([encode_line(line) for line in self.finish()]))
 
     def finish(self) -> list[JSON]:
         """The pending tool calls and the final ``done: true`` line, whether or not ``[DONE]`` came."""

@@ -384,6 +384,11 @@ class TrackedStream(ChatStream):
         self._count = count_events
         self.events = 0
 
+    @property  # (a plain attribute on other streams)
+    def upstream_done(self) -> bool:  # type: ignore[override]
+        """The relayed stream's: a consumer re-encoding this stream writes its end at once too."""
+        return self._inner.upstream_done
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
 
