@@ -70,7 +70,8 @@ class SSEDecoder:
 
     def feed_text(self, chunk: bytes) -> str | None:
         """:meth:`feed_blocks` before the split: the events ``chunk`` completes as one text, blocks
-        separated by a blank line (``\\n\\n``), for a reader that scans them in one go.
+        separated by a blank line (``\\n\\n``; the text may end with one too), for a reader that
+        scans them in one go; ``""`` when none is complete yet.
 
         Real upstreams send ``\\n``-only streams of whole events; those are framed with a few bytes
         operations per read, and their text decoded in one go, instead of line by line in Python
