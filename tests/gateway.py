@@ -10,7 +10,7 @@ import json
 import socket
 import textwrap
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,3 +172,13 @@ def three_protocol_gateway(
             yield gateway
         finally:
             gateway.stop()
+
+
+def admin_token_gateway(start_gateway: Callable[..., RunningGateway], url: str, token: str) -> RunningGateway:
+    """A gateway on one OpenAI backend whose admin side wants ``token`` (read from the environment,
+    as a deployment would give it)."""
+    return start_gateway(
+        openai_backend_config(url),
+        env={"ADMIN_TOKEN": token},
+        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
+    )

@@ -12,7 +12,7 @@ from lm_gateway.api.auth import ADMIN_FAILURES, FailedAdminAttempts
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Hang, Reply, Status
-from .gateway import config_text, openai_backend_config
+from .gateway import admin_token_gateway, config_text, openai_backend_config
 
 CANARY_KEY = "sk-canary-backend-7f3a9c"
 CANARY_TOKEN = "admin-canary-token-51d2"
@@ -86,11 +86,7 @@ def test_config_view_redacts_every_secret(start_gateway: StartGateway, fake: Ope
 
 
 def test_admin_token_is_required_when_configured(start_gateway: StartGateway, fake: OpenAIBackend) -> None:
-    gw = start_gateway(
-        openai_backend_config(fake.url),
-        env={"ADMIN_TOKEN": CANARY_TOKEN},
-        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
-    )
+    gw = admin_token_gateway(start_gateway, fake.url, CANARY_TOKEN)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {CANARY_TOKEN}"}):
         resp = httpx.get(gw.admin_url + "/admin/health", headers=headers)
         assert resp.status_code == 401
@@ -101,11 +97,7 @@ def test_admin_token_is_required_when_configured(start_gateway: StartGateway, fa
 
 
 def test_wrong_admin_tokens_lock_the_address_out(start_gateway: StartGateway, fake: OpenAIBackend) -> None:
-    gw = start_gateway(
-        openai_backend_config(fake.url),
-        env={"ADMIN_TOKEN": CANARY_TOKEN},
-        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
-    )
+    gw = admin_token_gateway(start_gateway, fake.url, CANARY_TOKEN)
     right = {"Authorization": f"Bearer {CANARY_TOKEN}"}
     for _ in range(5):  # a missing token is how the dashboard asks for one: not a failure
         assert httpx.get(gw.admin_url + "/admin/health").status_code == 401

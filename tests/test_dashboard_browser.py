@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Reply, Status
-from .gateway import RunningGateway, config_text, openai_backend_config
+from .gateway import RunningGateway, admin_token_gateway, config_text, openai_backend_config
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ADMIN_TOKEN = "dash-admin-token-7c1e"
@@ -100,11 +100,7 @@ def test_stats_ladder_and_charts_follow_the_traffic(
 def test_token_prompt_keeps_the_token_in_session_storage_and_sends_it_as_bearer(
     start_gateway: StartGateway, fake: OpenAIBackend, page: Page
 ) -> None:
-    gw = start_gateway(
-        openai_backend_config(fake.url),
-        env={"ADMIN_TOKEN": ADMIN_TOKEN},
-        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
-    )
+    gw = admin_token_gateway(start_gateway, fake.url, ADMIN_TOKEN)
     calls: list[tuple[str, str | None]] = []
     page.on("request", lambda r: calls.append((r.url, r.headers.get("authorization"))))
     page.goto(gw.admin_url + "/")

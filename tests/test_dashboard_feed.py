@@ -16,7 +16,7 @@ import pytest
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
 from .fakes.script import Reply, Status
-from .gateway import RunningGateway, openai_backend_config
+from .gateway import RunningGateway, admin_token_gateway, openai_backend_config
 
 TOKEN = "feed-admin-token-3b9f"
 STATIC = Path(__file__).resolve().parent.parent / "src" / "lm_gateway" / "api" / "static"
@@ -100,11 +100,7 @@ def test_an_open_feed_does_not_hold_up_shutdown(start_gateway: StartGateway, fak
 
 
 def test_a_rotated_admin_token_ends_open_feeds(start_gateway: StartGateway, fake: OpenAIBackend) -> None:
-    gw = start_gateway(
-        openai_backend_config(fake.url),
-        env={"ADMIN_TOKEN": TOKEN},
-        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
-    )
+    gw = admin_token_gateway(start_gateway, fake.url, TOKEN)
     old = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.stream("GET", gw.admin_url + "/admin/traffic/stream", headers=old, timeout=10) as resp:
         events = sse_events(resp)
@@ -132,11 +128,7 @@ def test_feeds_are_limited(start_gateway: StartGateway, fake: OpenAIBackend) -> 
 def test_page_and_files_load_without_the_token_but_data_needs_it(
     start_gateway: StartGateway, fake: OpenAIBackend
 ) -> None:
-    gw = start_gateway(
-        openai_backend_config(fake.url),
-        env={"ADMIN_TOKEN": TOKEN},
-        gateway_extra='admin_token_env = "ADMIN_TOKEN"\n',
-    )
+    gw = admin_token_gateway(start_gateway, fake.url, TOKEN)
     page = httpx.get(gw.admin_url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     policy = page.headers["content-security-policy"]
