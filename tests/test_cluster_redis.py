@@ -87,17 +87,18 @@ def test_two_instances_share_one_rate_limit(
     body = openai_backend_config(fake.url) + CLIENT.format(limits="rate_limit_rpm = 60")
     a, b = two_instances(start_gateway, redis_server, body)
     started = time.monotonic()
-    statuses = {"a": [], "b": []}
+    replies: dict[str, list[httpx.Response]] = {"a": [], "b": []}
     for index in range(40):
         name, gw = ("a", a) if index % 2 == 0 else ("b", b)
-        statuses[name].append(chat(gw).status_code)
+        replies[name].append(chat(gw))
     elapsed = time.monotonic() - started
+    statuses = {name: [reply.status_code for reply in got] for name, got in replies.items()}
     accepted = sum(status == 200 for codes in statuses.values() for status in codes)
     # The whole cluster stays within the bucket (plus what refilled while the test ran).
     assert 30 <= accepted <= 30 + int(elapsed) + 1, (accepted, elapsed)
     assert 429 in statuses["a"] and 429 in statuses["b"]
-    refused = chat(a)
-    assert refused.status_code == 429
+    # A refusal from the run itself: a request sent afterwards may find a token refilled meanwhile.
+    refused = next(reply for reply in reversed(replies["a"]) if reply.status_code == 429)
     assert refused.headers["x-ratelimit-scope"] == "client"
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
 
