@@ -431,6 +431,73 @@ def test_a_run_of_text_deltas_in_one_read_gives_the_general_paths_bytes(run: byt
     _assert_backend_fast_path_is_general([_RUN_HEAD, run, _delta("end")], usage=True)
 
 
+def _anthropic_frame(kind: str, data: Any = None) -> bytes:
+    raw = data if isinstance(data, str) else orjson.dumps(data or _anthropic_event(kind, 0, "", "end_turn"))
+    return sse.encode_event(raw, kind)
+
+
+_PING_FRAME = _anthropic_frame("ping")
+_BLOCK_STOP_FRAME = _anthropic_frame("content_block_stop")
+_MESSAGE_DELTA_FRAME = _anthropic_frame("message_delta")
+_MESSAGE_STOP_FRAME = _anthropic_frame("message_stop")
+
+
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [
+        pytest.param(
+            _RUN_HEAD + _PING_FRAME,
+            _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME + _MESSAGE_STOP_FRAME,
+            id="whole",
+        ),
+        pytest.param(_RUN_HEAD, _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME, id="no-message-stop"),
+        pytest.param(
+            _anthropic_frame("content_block_start", _anthropic_event("text", 0, "", "")) + _PING_FRAME,
+            _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME + _MESSAGE_STOP_FRAME,
+            id="no-message-start",
+        ),
+        pytest.param(
+            _anthropic_frame("message_start", {"type": "ping"}) + _RUN_HEAD,
+            _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME + _MESSAGE_STOP_FRAME,
+            id="message-start-that-is-a-ping",
+        ),
+        pytest.param(
+            _RUN_HEAD,
+            _BLOCK_STOP_FRAME
+            + _anthropic_frame("message_delta", _anthropic_event("error", 0, "boom", ""))
+            + _MESSAGE_STOP_FRAME,
+            id="message-delta-that-is-an-error",
+        ),
+        pytest.param(
+            _RUN_HEAD,
+            _BLOCK_STOP_FRAME
+            + _anthropic_frame("message_delta", '{"type":"message_delta",}')
+            + _MESSAGE_STOP_FRAME,
+            id="message-delta-not-json",
+        ),
+        pytest.param(
+            _RUN_HEAD,
+            _anthropic_frame("content_block_stop", {"type": "content_block_stop", "index": 3})
+            + _MESSAGE_DELTA_FRAME
+            + _MESSAGE_STOP_FRAME,
+            id="stop-of-an-unknown-block",
+        ),
+        pytest.param(
+            _RUN_HEAD,
+            _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME + _MESSAGE_STOP_FRAME[:-2],
+            id="unterminated-end",
+        ),
+    ],
+)
+def test_a_whole_answer_in_one_read_gives_the_general_paths_bytes(head: bytes, tail: bytes) -> None:
+    """A short answer from a fast upstream comes in one read: its opening events and its closing
+    ones are each taken in one match, and must fall back exactly where one of them is unusual."""
+    run = b"".join(_delta(f"t{i} ") for i in range(5))
+    for usage in (False, True):
+        _assert_backend_fast_path_is_general([head + run + tail], usage)
+        _assert_backend_fast_path_is_general([head, run, tail], usage)
+
+
 def _assert_backend_fast_path_is_general(parts: list[bytes], usage: bool) -> None:
     # After each read, the usage so far goes in the output too: the two must agree at every step.
     def general(out: list[bytes]) -> None:

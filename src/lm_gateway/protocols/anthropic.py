@@ -161,6 +161,21 @@ def request_from_openai(body: JSON, *, model: str, default_max_tokens: int = 409
     if system := _system_from_openai(messages, body.get("response_format")):
         out["system"] = system
     out["messages"] = _turns_from_openai(messages)
+    if not body.keys() <= _PLAIN_REQUEST:  # a plain chat turn has no option to look for
+        _options_from_openai(body, max_tokens, out)
+    if isinstance(body.get("stream"), bool):
+        out["stream"] = body["stream"]
+    return out
+
+
+_PLAIN_REQUEST = frozenset(
+    {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
+)
+"""Request fields :func:`request_from_openai` reads before :func:`_options_from_openai` (or never)."""
+
+
+def _options_from_openai(body: JSON, max_tokens: int, out: JSON) -> None:
+    """Sampling or extended thinking, stop sequences, the user and tools, into ``out``."""
     thinking = _thinking_from_openai(body, max_tokens)
     if thinking is None:
         for key in _SAMPLING:
@@ -176,9 +191,6 @@ def request_from_openai(body: JSON, *, model: str, default_max_tokens: int = 409
         out["tools"] = [_tool_from_openai(tool) for tool in tools]
         if choice := _tool_choice_from_openai(body.get("tool_choice"), body.get("parallel_tool_calls")):
             out["tool_choice"] = choice
-    if isinstance(body.get("stream"), bool):
-        out["stream"] = body["stream"]
-    return out
 
 
 _SAMPLING = ("temperature", "top_p", "top_k")
@@ -398,9 +410,11 @@ def _thinking_from_openai(body: Mapping[str, Any], max_tokens: int) -> JSON | No
     return {"type": "enabled", "budget_tokens": budget} if budget >= _MIN_BUDGET else None
 
 
-def _counts(usage: Mapping[str, Any]) -> dict[str, int]:
-    """The integer fields of an Anthropic usage object (nested objects such as server_tool_use skipped)."""
-    counts: dict[str, int] = {}
+def _counts(usage: Mapping[str, Any], counts: dict[str, int] | None = None) -> dict[str, int]:
+    """The integer fields of an Anthropic usage object (nested objects such as server_tool_use
+    skipped), added to ``counts`` (a new dict if None): later counts replace earlier ones."""
+    if counts is None:
+        counts = {}
     for key, value in usage.items():
         if type(value) is int:  # (not a bool: a subclass)
             counts[key] = value
@@ -495,21 +509,28 @@ class StreamToOpenAI:
             pos = match.end()
             kind = match.lastgroup
             if kind == "text":
+                if (begin := match["begin"]) is not None:
+                    out += self._event(_load_data(begin), "message_start")
                 if self._frames is None:  # a text before message_start: no id yet
-                    for block in match["text"].split("\n\n"):
-                        self._block(block, out)
+                    for block in text[match.start("text") - 7 : match.end("text")].split("\n\n"):
+                        self._block(block, out)  # (from the "event: " the text group follows)
                     continue
                 if (opened := match["opened"]) is not None:  # what _block_start does for it
                     self._blocks[int(opened)] = _UpstreamBlock("text")
                 texts = [match["string"]]
-                if in_bulk and text.startswith(head := match["head"], pos):  # more deltas follow
+                head = "event: " + match["head"]
+                if in_bulk and text.startswith(head, pos):  # more deltas follow
                     more, pos = text_run(text, pos, head, '"}}')
                     texts += more
                     in_bulk = False
                 out.append(self._frames.contents(texts))
+            elif kind == "tail":
+                out += self._block_stop(int(match["last"]))
+                out += self._event(_load_data(match["final"]), "message_delta")
+                if match["stopped"] is not None:
+                    out += self._message_stop()
             elif kind == "data":
-                data = _load_data(match["data"])
-                out += self._event(data, match["name"])
+                out += self._event(_load_data(match["data"]), match["name"])
             elif kind == "other":
                 if block := match["other"]:
                     self._block(block, out)
@@ -567,7 +588,8 @@ class StreamToOpenAI:
     def _message_start(self, message: Mapping[str, Any]) -> list[bytes]:
         if self._frames is not None:
             return []  # a repeated message_start must not restart the stream
-        self._record_usage(message.get("usage"))
+        if isinstance(usage := message.get("usage"), dict):  # (see _message_delta)
+            _counts(usage, self._usage)
         return [self._chunks(message.get("id")).first()]
 
     def _block_start(self, index: int, block: Mapping[str, Any]) -> list[bytes]:
@@ -615,7 +637,10 @@ class StreamToOpenAI:
         return [self._chunks().delta({field: value})] if isinstance(value, str) and value else []
 
     def _message_delta(self, data: Mapping[str, Any]) -> list[bytes]:
-        self._record_usage(data.get("usage"))
+        # Anthropic usage counts are cumulative: later values replace earlier ones. (Parsed JSON:
+        # ``dict``, checked as such; see :func:`~.openai.usage_of`.)
+        if isinstance(usage := data.get("usage"), dict):
+            _counts(usage, self._usage)
         self._finished = True
         stop_reason = (data.get("delta") or {}).get("stop_reason") or "end_turn"
         return [self._chunks().finish(_STOP_TO_FINISH.get(stop_reason, "stop"))]
@@ -627,12 +652,6 @@ class StreamToOpenAI:
             return []
         return [self._chunks().usage(self.usage)]
 
-    def _record_usage(self, usage: Any) -> None:
-        """Anthropic usage counts are cumulative: later values replace earlier ones. (Parsed JSON:
-        ``dict``, checked as such; see :func:`~.openai.usage_of`.)"""
-        if isinstance(usage, dict):
-            self._usage.update(_counts(usage))
-
 
 _INDEX = r"(?:0|[1-9][0-9]*)"  # as JSON writes a block index
 _PLAIN_STRING = r'(?!")[^"\\\x00-\x1f]*(?:\\["\\bfnrt][^"\\\x00-\x1f]*)*'
@@ -640,36 +659,41 @@ _PLAIN_STRING = r'(?!")[^"\\\x00-\x1f]*(?:\\["\\bfnrt][^"\\\x00-\x1f]*)*'
 encoding it again would give the same bytes: no control character, and no escape but the short ones
 (orjson writes ``\\uXXXX`` only for the other control characters, and never ``\\/``)."""
 
-
-def _text_start(group: str) -> str:
-    return (
-        r'event: content_block_start\ndata: \{"type":"content_block_start","index":'
-        rf'(?P<{group}>{_INDEX}),"content_block":\{{"type":"text","text":""\}}\}}'
-    )
-
-
-_PING = r'event: ping\ndata: \{"type":"ping"\}'
-_SCAN = re.compile(
-    rf"(?:(?P<text>(?:{_text_start('opened')}\n\n)?(?:{_PING}\n\n)?"
-    r'(?P<head>event: content_block_delta\ndata: \{"type":"content_block_delta","index":' + _INDEX + r","
-    rf'"delta":\{{"type":"text_delta","text":")(?P<string>{_PLAIN_STRING})"\}}\}})'
-    rf"|{_text_start('start')}"
-    rf'|event: content_block_stop\ndata: \{{"type":"content_block_stop","index":(?P<stop>{_INDEX})\}}'
-    rf"|(?P<ping>{_PING})"
-    r'|(?P<end>event: message_stop\ndata: \{"type":"message_stop"\})'
-    r"|event: (?P<name>message_start|message_delta)\ndata: (?P<data>\{[^\n]*\})"
-    r"|(?P<other>[^\n]*(?:\n(?!\n)[^\n]*)*))(?:\n\n|\Z)"
+_DATA = r"\ndata: (?P<{}>\{{[^\n]*\}})"  # the one data line of an event parsed as JSON
+_TEXT_START = (
+    r'content_block_start\ndata: \{{"type":"content_block_start","index":'
+    r"(?P<{}>" + _INDEX + r'),"content_block":\{{"type":"text","text":""\}}\}}'
 )
-"""One event of the text :meth:`SSEDecoder.feed_text` gives per match, for the short path of
-:meth:`StreamToOpenAI.feed_bytes`, told apart by the group that matched. The events of a plain text
-answer exactly as the Messages API sends them: a text delta (``text``) with a non-empty text, its
-JSON string a :data:`_PLAIN_STRING` (``head`` is all before it), with the start of its text block
-(``opened``) and a ping before it when those came in the same read; the start of a text block
-(``start``); the end of a block (``stop``); a ping; the end of the message.
+_PING = r'ping\ndata: \{"type":"ping"\}'
+_MESSAGE_STOP = r'message_stop\ndata: \{"type":"message_stop"\}'
+_BLOCK_STOP = r'content_block_stop\ndata: \{{"type":"content_block_stop","index":(?P<{}>' + _INDEX + r")\}}"
+_SCAN = re.compile(
+    r"(?:event: (?:"
+    rf"(?:message_start{_DATA.format('begin')}\n\nevent: )?"
+    rf"(?P<text>(?:{_TEXT_START.format('opened')}\n\nevent: )?(?:{_PING}\n\nevent: )?"
+    r'(?P<head>content_block_delta\ndata: \{"type":"content_block_delta","index":' + _INDEX + r","
+    rf'"delta":\{{"type":"text_delta","text":")(?P<string>{_PLAIN_STRING})"\}}\}})'
+    rf"|(?P<tail>{_BLOCK_STOP.format('last')}\n\nevent: message_delta{_DATA.format('final')}"
+    rf"(?:\n\nevent: (?P<stopped>{_MESSAGE_STOP}))?)"
+    rf"|{_TEXT_START.format('start')}"
+    rf"|{_BLOCK_STOP.format('stop')}"
+    rf"|(?P<ping>{_PING})"
+    rf"|(?P<end>{_MESSAGE_STOP})"
+    rf"|(?P<name>message_start|message_delta){_DATA.format('data')}"
+    r")|(?P<other>[^\n]*(?:\n(?!\n)[^\n]*)*))(?:\n\n|\Z)"
+)
+"""One event of the text :meth:`SSEDecoder.feed_text` gives per match (or a few that come together),
+for the short path of :meth:`StreamToOpenAI.feed_bytes`, told apart by the group that matched
+(``lastgroup``: each alternative's outermost group closes last). The events of a plain text answer
+exactly as the Messages API sends them, in the groups they usually come in: a text delta (``text``)
+with a non-empty text, its JSON string a :data:`_PLAIN_STRING` (``head`` is all before it), with
+``message_start`` (``begin``), the start of its text block (``opened``) and a ping before it when
+those came in the same read; the end of the answer (``tail``: the end of the last block, then
+``message_delta`` and ``message_stop``); and each of those events alone.
 
 The two events with variable fields, ``message_start`` and ``message_delta``, are parsed from their
-one ``data`` line at once (``data``), and any other event (``other``, possibly empty, as between two
-blank lines) goes the general way."""
+one ``data`` line at once, and any other event (``other``, possibly empty, as between two blank
+lines) goes the general way."""
 
 
 def _load_event(event: SSEEvent) -> JSON:

@@ -218,6 +218,6 @@ def text_run(text: str, pos: int, head: str, tail: str) -> tuple[list[str], int]
         return [], pos
     pieces[-1] = last[:quote]
     body = "".join(pieces)
-    if '"' in body or "\\" in body or not body.isprintable() or "" in pieces:
+    if '"' in body or "\\" in body or not body.isprintable() or not all(pieces):
         return [], pos
     return pieces, min(len(text), len(text) - len(last) + after + 2)
