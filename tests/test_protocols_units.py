@@ -688,3 +688,35 @@ def test_chunk_frames_are_the_encoded_chunks(id: str, model: str, created: int, 
     assert frames.contents([orjson.dumps(each).decode()[1:-1] for each in texts]) == openai.encode_chunks(
         [make.delta({"content": each}) for each in texts]
     )
+
+
+_PLAIN_TURN = {"model": "hint:fast", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+@pytest.mark.parametrize(
+    ("option", "sent"),
+    [
+        ({}, {}),
+        ({"stream_options": {"include_usage": True}, "max_completion_tokens": 7}, {"max_tokens": 7}),
+        ({"temperature": 0.2}, {"temperature": 0.2}),
+        ({"top_p": 0.9}, {"top_p": 0.9}),
+        ({"top_k": 5}, {"top_k": 5}),
+        ({"stop": "END"}, {"stop_sequences": ["END"]}),
+        ({"user": "u-1"}, {"metadata": {"user_id": "u-1"}}),
+        ({"reasoning_effort": "low"}, {"thinking": {"type": "enabled", "budget_tokens": 2048}}),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
+            {
+                "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {}}}],
+                "tool_choice": {"type": "any"},
+            },
+        ),
+    ],
+)
+def test_each_option_of_a_chat_turn_reaches_the_anthropic_request(
+    option: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """A plain chat turn skips the option readers: each option, even alone, must still be read."""
+    request = anthropic.request_from_openai({**_PLAIN_TURN, **option}, model="claude")
+    plain = {"model": "claude", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}]}
+    assert request == {**plain, **sent, "stream": True}
