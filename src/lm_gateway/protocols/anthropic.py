@@ -512,7 +512,7 @@ class StreamToOpenAI:
                 if (begin := match["begin"]) is not None:
                     out += self._event(_load_data(begin), "message_start")
                 if self._frames is None:  # a text before message_start: no id yet
-                    for block in text[match.start("text") - 7 : match.end("text")].split("\n\n"):
+                    for block in text[match.start("text") - len("event: ") : match.end("text")].split("\n\n"):
                         self._block(block, out)  # (from the "event: " the text group follows)
                     continue
                 if (opened := match["opened"]) is not None:  # what _block_start does for it
@@ -588,8 +588,7 @@ class StreamToOpenAI:
     def _message_start(self, message: Mapping[str, Any]) -> list[bytes]:
         if self._frames is not None:
             return []  # a repeated message_start must not restart the stream
-        if isinstance(usage := message.get("usage"), dict):  # (see _message_delta)
-            _counts(usage, self._usage)
+        self._record_usage(message.get("usage"))
         return [self._chunks(message.get("id")).first()]
 
     def _block_start(self, index: int, block: Mapping[str, Any]) -> list[bytes]:
@@ -637,10 +636,7 @@ class StreamToOpenAI:
         return [self._chunks().delta({field: value})] if isinstance(value, str) and value else []
 
     def _message_delta(self, data: Mapping[str, Any]) -> list[bytes]:
-        # Anthropic usage counts are cumulative: later values replace earlier ones. (Parsed JSON:
-        # ``dict``, checked as such; see :func:`~.openai.usage_of`.)
-        if isinstance(usage := data.get("usage"), dict):
-            _counts(usage, self._usage)
+        self._record_usage(data.get("usage"))
         self._finished = True
         stop_reason = (data.get("delta") or {}).get("stop_reason") or "end_turn"
         return [self._chunks().finish(_STOP_TO_FINISH.get(stop_reason, "stop"))]
@@ -651,6 +647,12 @@ class StreamToOpenAI:
         if not self._include_usage:
             return []
         return [self._chunks().usage(self.usage)]
+
+    def _record_usage(self, usage: Any) -> None:
+        """Anthropic usage counts are cumulative: later values replace earlier ones. (Parsed JSON:
+        ``dict``, checked as such; see :func:`~.openai.usage_of`.)"""
+        if isinstance(usage, dict):
+            _counts(usage, self._usage)
 
 
 _INDEX = r"(?:0|[1-9][0-9]*)"  # as JSON writes a block index

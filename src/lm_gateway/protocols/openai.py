@@ -345,16 +345,14 @@ class ChunkFrames:
         return (self._open + self._between.join(texts) + _CONTENT_CLOSE).encode()
 
     def finish(self, finish_reason: str) -> bytes:
-        end = _FINISH_ENDS.get(finish_reason)
-        if end is None:
-            end = _finish_end(finish_reason)
-        return self._head + end
+        return self._head + (_FINISH_ENDS.get(finish_reason) or _finish_end(finish_reason))
 
     def usage(self, usage: JSON) -> bytes:
         return self._head + b'],"usage":' + orjson.dumps(usage) + b"}\n\n"
 
 
 _CONTENT_CLOSE = '"},"finish_reason":null}]}\n\n'
+_FIRST_DELTA = b'{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
 
 
 def _finish_end(finish_reason: str) -> bytes:
@@ -363,7 +361,6 @@ def _finish_end(finish_reason: str) -> bytes:
 
 _FINISH_ENDS = {reason: _finish_end(reason) for reason in ("stop", "length", "tool_calls", "content_filter")}
 """What follows a stream's head in its last chunk, made once for each reason a translator gives."""
-_FIRST_DELTA = b'{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
 
 
 def read_frame(frame: bytes) -> JSON:
