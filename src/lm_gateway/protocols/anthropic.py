@@ -466,6 +466,19 @@ class StreamToOpenAI:
     never as dicts; :meth:`feed` and :meth:`finish` (decoded events in) read them back as dicts.
     """
 
+    __slots__ = (
+        "_blocks",
+        "_decoder",
+        "_finished",
+        "_frames",
+        "_include_usage",
+        "_model",
+        "_stopped",
+        "_tool_count",
+        "_usage",
+        "usage",
+    )
+
     def __init__(self, include_usage: bool, model: str) -> None:
         self._include_usage = include_usage
         self._model = model
