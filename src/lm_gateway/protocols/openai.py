@@ -341,8 +341,12 @@ class ChunkFrames:
 
     def contents(self, texts: list[str]) -> bytes:
         """``delta({"content": text})`` for each text, each given as what orjson writes between the
-        quotes of its JSON string."""
-        return (self._open + self._between.join(texts) + _CONTENT_CLOSE).encode()
+        quotes of its JSON string. ``texts`` (non-empty) is used up: the frame's start and end are
+        joined to its first and last text rather than to the whole run, one copy of the run instead
+        of three."""
+        texts[0] = self._open + texts[0]
+        texts[-1] += _CONTENT_CLOSE
+        return self._between.join(texts).encode()
 
     def finish(self, finish_reason: str) -> bytes:
         return self._head + (_FINISH_ENDS.get(finish_reason) or _finish_end(finish_reason))
