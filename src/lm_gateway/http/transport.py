@@ -280,7 +280,10 @@ class Response:
         return data
 
     async def _wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
+        # (the connection's loop: asyncio.get_running_loop() costs a getpid system call in 3.11)
+        conn = self._conn
+        loop = conn._loop if conn is not None else asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiter = waiter
         try:
             await waiter
