@@ -308,6 +308,25 @@ def test_unknown_model_and_bad_requests_are_ollama_errors(gw: RunningGateway) ->
         assert resp.headers.get_list("content-type") == ["application/json"]
 
 
+@pytest.mark.parametrize(
+    ("tool_calls", "message"),
+    [
+        ("d", "`tool_calls` must be an array of tool calls"),
+        (["d"], "each tool call must be an object with a `function` object"),
+        ([{"function": "f"}], "each tool call must be an object with a `function` object"),
+    ],
+)
+def test_malformed_tool_calls_are_a_clear_ollama_error(
+    gw: RunningGateway, tool_calls: Any, message: str
+) -> None:
+    """Found by the schemathesis run: a string where the tool calls go was refused with Python's own
+    words (``'str' object has no attribute 'get'``)."""
+    turn = {"role": "assistant", "content": "x", "tool_calls": tool_calls}
+    resp = httpx.post(gw.url + "/api/chat", json={"model": "oa", "messages": [*USER, turn], "stream": False})
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": f"invalid request: {message}"}
+
+
 @pytest.mark.parametrize("tier", TRANSLATED)
 @pytest.mark.parametrize("cut", [False, True], ids=["error-event", "connection-cut"])
 def test_a_stream_failing_midway_ends_with_an_error_line_after_what_was_sent(

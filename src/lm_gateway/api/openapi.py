@@ -425,8 +425,14 @@ def _anthropic_schemas(model: Schema) -> Schema:
 
 
 def _ollama_schemas(model: Schema) -> Schema:
+    call = _object({"function": _object({"name": {"type": "string"}, "arguments": {"type": "object"}})}, ())
     message = _object(
-        {"role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": _text()}
+        {
+            "role": {"type": "string", "enum": ["system", "user", "assistant"]},
+            "content": _text(),
+            "tool_calls": {"type": "array", "items": call, "maxItems": 4},
+        },
+        ("role", "content"),
     )
     return {
         "OllamaChatRequest": _object(

@@ -233,9 +233,13 @@ def _options_from_openai(body: Mapping[str, Any], defaults: Mapping[str, Any] | 
 
 def _tool_calls_to_openai(calls: Any) -> list[JSON]:
     """Native tool calls (arguments as an object) as OpenAI ones (arguments as a JSON string)."""
+    if calls is not None and not isinstance(calls, list):
+        raise ProtocolError("`tool_calls` must be an array of tool calls")
     out = []
     for call in calls or ():
-        function = call.get("function") or {}
+        function = (call.get("function") or {}) if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise ProtocolError("each tool call must be an object with a `function` object")
         arguments = function.get("arguments")
         text = arguments if isinstance(arguments, str) else dump_json(arguments or {})
         out.append(tool_call(call.get("id") or new_id("call_"), function.get("name", ""), text))
