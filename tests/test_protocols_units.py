@@ -384,8 +384,13 @@ def _delta(text: str, index: int = 0) -> bytes:
     return sse.encode_event(orjson.dumps(data), "content_block_delta")
 
 
-_RUN_HEAD = sse.encode_event(orjson.dumps(_anthropic_event("message_start", 0, "", "")), "message_start")
-_RUN_HEAD += sse.encode_event(orjson.dumps(_anthropic_event("text", 0, "", "")), "content_block_start")
+def _anthropic_frame(kind: str, data: Any = None) -> bytes:
+    raw = data if isinstance(data, str) else orjson.dumps(data or _anthropic_event(kind, 0, "", "end_turn"))
+    return sse.encode_event(raw, kind)
+
+
+_TEXT_START_FRAME = _anthropic_frame("content_block_start", _anthropic_event("text", 0, "", ""))
+_RUN_HEAD = _anthropic_frame("message_start") + _TEXT_START_FRAME
 
 
 _RUN_TEXTS = {
@@ -431,11 +436,6 @@ def test_a_run_of_text_deltas_in_one_read_gives_the_general_paths_bytes(run: byt
     _assert_backend_fast_path_is_general([_RUN_HEAD, run, _delta("end")], usage=True)
 
 
-def _anthropic_frame(kind: str, data: Any = None) -> bytes:
-    raw = data if isinstance(data, str) else orjson.dumps(data or _anthropic_event(kind, 0, "", "end_turn"))
-    return sse.encode_event(raw, kind)
-
-
 _PING_FRAME = _anthropic_frame("ping")
 _BLOCK_STOP_FRAME = _anthropic_frame("content_block_stop")
 _MESSAGE_DELTA_FRAME = _anthropic_frame("message_delta")
@@ -452,7 +452,7 @@ _MESSAGE_STOP_FRAME = _anthropic_frame("message_stop")
         ),
         pytest.param(_RUN_HEAD, _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME, id="no-message-stop"),
         pytest.param(
-            _anthropic_frame("content_block_start", _anthropic_event("text", 0, "", "")) + _PING_FRAME,
+            _TEXT_START_FRAME + _PING_FRAME,
             _BLOCK_STOP_FRAME + _MESSAGE_DELTA_FRAME + _MESSAGE_STOP_FRAME,
             id="no-message-start",
         ),
