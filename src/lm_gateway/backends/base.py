@@ -82,6 +82,16 @@ class ProbeResult:
     models: list[str] | None = None
 
 
+MIN_ANSWER_SCRUBBED_KEY = 16
+"""Answers are scrubbed of a backend's key only when it is at least this long. Shorter ones are the
+placeholders local servers take (``ollama``, ``EMPTY``, ``lm-studio``): scrubbing those would turn
+every mention of the word in an answer into ``***``, while real provider keys are 30 to 200
+characters. The errors the gateway words itself (an upstream's status, a broken stream) are scrubbed
+of every key, whatever its length (:meth:`Backend.scrub`): that is where upstreams echo keys, and an
+error's wording loses nothing that matters. (An error event relayed byte for byte, as part of a
+passthrough stream, is part of the answer.)"""
+
+
 class Backend(abc.ABC):
     """One configured upstream. Instances live as long as their config is unchanged.
 
@@ -97,9 +107,10 @@ class Backend(abc.ABC):
         self.config = config
         self.name = config.name
         self._key = key
-        # The key as bytes, only for removing it from what an upstream sends back (an upstream may
-        # echo the key it was sent; relayed bytes are scrubbed with this before a client sees them).
-        self.key_bytes: bytes | None = key.reveal().encode() if key is not None and key.reveal() else None
+        # The key as bytes, only for removing it from answers (an upstream may echo the key it was
+        # sent; relayed bytes are scrubbed with this before a client sees them).
+        value = key.reveal() if key is not None else ""
+        self.key_bytes: bytes | None = value.encode() if len(value) >= MIN_ANSWER_SCRUBBED_KEY else None
 
     @abc.abstractmethod
     async def chat(self, body: dict[str, Any], tier: TierConfig) -> Completion: ...
