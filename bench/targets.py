@@ -33,17 +33,19 @@ admin_port = $admin_port
 traffic_log_capacity = 500
 
 # max_connections: 512 concurrent streams (slow512) need 512 pooled upstream connections; with the
-# default (256) half of them would wait for a free one.
+# default (256) half of them would wait for a free one. Both backends have a key, as cloud backends do:
+# the gateway then sends it and scrubs it from every answer on every path, passthrough included.
 [backends.mock]
 base_url = "$upstream_url"
 provider = "openai"
+api_key_env = "LMG_BENCH_KEY"
 max_connections = 1024
 
 # The same mock, spoken to in the Anthropic Messages API (the translation scenarios).
 [backends.mock_anthropic]
 base_url = "$upstream_url"
 provider = "anthropic"
-api_key_env = "LMG_BENCH_ANTHROPIC_KEY"
+api_key_env = "LMG_BENCH_KEY"
 max_connections = 1024
 
 [[tiers]]
@@ -66,7 +68,7 @@ classifier = "local:fast"
 """
 
 
-BENCH_KEY = "bench-not-a-secret"  # what the mock Anthropic backend is sent as x-api-key (never checked)
+BENCH_KEY = "bench-not-a-secret"  # what both mock backends are sent as their key (never checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,7 @@ def gateway_launcher(
             argv = shlex.split(command.format(python=sys.executable, config=config, port=ctx.port))
         else:
             argv = [sys.executable, "-m", "lm_gateway", "serve", "--config", str(config)]
-        env = {**_pythonpath(), "LMG_CONFIG": str(config), "LMG_BENCH_ANTHROPIC_KEY": BENCH_KEY}
+        env = {**_pythonpath(), "LMG_CONFIG": str(config), "LMG_BENCH_KEY": BENCH_KEY}
         return Launch(argv, env)
 
     return launch
