@@ -87,10 +87,12 @@ class Response:
 class StreamResponse:
     """A response whose body is produced while it is sent (SSE, NDJSON).
 
-    ``chunks`` is iterated after the head is written; each item is written as it arrives. If the
-    client disconnects, the task iterating it is cancelled, which closes the iterator (and with it the
-    upstream request). ``on_close(completed)`` runs once the response is over, however it ended;
-    ``completed`` is false when the client went away or the connection broke first.
+    ``chunks`` is iterated after the head is queued. Items that are ready together go out in one
+    write with the head; an item that comes after a wait goes out as soon as the iterator waits again
+    (``HttpProtocol._write_soon``). If the client disconnects, the task iterating it is cancelled,
+    which closes the iterator (and with it the upstream request). ``on_close(completed)`` runs once
+    the response is over, however it ended; ``completed`` is false when the client went away or the
+    connection broke first.
     """
 
     __slots__ = ("chunks", "headers", "on_close", "status")
@@ -195,6 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._out: list[bytes] | None = None  # stream bytes waiting for _flush
         self._timer: asyncio.TimerHandle | None = None
 
     # -- connection lifecycle -------------------------------------------------------------------
@@ -370,7 +373,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             if transport is None or self._closing:
                 return False
-            transport.write(
+            self._write_soon(
                 self._head(response.status, response.headers, keep_alive, b"transfer-encoding: chunked\r\n")
             )
             async for chunk in response.chunks:
@@ -378,12 +381,13 @@ class HttpProtocol(asyncio.Protocol):
                     continue
                 if self._closing:
                     return False
-                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                self._write_soon(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 if not self._can_write.is_set() and not await self._writable():
                     return False
             if self._closing:
                 return False
-            transport.write(b"0\r\n\r\n")
+            self._write_soon(b"0\r\n\r\n")
+            self._flush()  # now: the next response on this connection is written after this one
             completed = True
             return keep_alive
         except Exception:
@@ -403,6 +407,23 @@ class HttpProtocol(asyncio.Protocol):
                 response.on_close(completed)
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _write_soon(self, data: bytes) -> None:
+        """Write ``data`` in the event loop's next round of callbacks, with whatever the stream adds
+        before then. A stream's head, chunks and end that are ready together (an upstream answer that
+        came in one read) then go out in one write, one system call and one wake-up of the client,
+        instead of three; a chunk that comes after a wait still goes out as soon as the stream waits."""
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self._transport is not None and not self._closing:
+            self._transport.write(b"".join(out))
 
     async def _writable(self) -> bool:
         """Wait for the client to read what is buffered; a client that stops reading for the idle
@@ -463,6 +484,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         if not self._closing and self._transport is not None:
+            self._flush()  # what a stream produced before it failed still goes out, then the close
             self._closing = True
             self._cancel_timer()
             self._transport.close()
