@@ -127,6 +127,32 @@ def test_each_dashboard_shows_the_cluster_traffic(
     assert httpx.get(b.admin_url + "/admin/traffic?scope=everyone").status_code == 400
 
 
+def test_a_reload_resizes_the_cluster_traffic_view_like_the_instances_own(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    a, _ = two_instances(
+        start_gateway, redis_server, openai_backend_config(fake.url), "traffic_log_capacity = 10"
+    )
+    for index in range(4):
+        assert chat(a, key=None, text=f"before {index}").status_code == 200
+    wait_for(lambda: len(a.admin_get("/admin/traffic")["entries"]) == 4, what="4 entries in the cluster view")
+    config = a.config_path.read_text()
+    a.config_path.write_text(config.replace("traffic_log_capacity = 10", "traffic_log_capacity = 3"))
+    assert httpx.post(a.admin_url + "/admin/reload").status_code == 200
+    for scope in ("cluster", "instance"):
+        assert len(a.admin_get(f"/admin/traffic?scope={scope}")["entries"]) == 3, scope
+    for index in range(2):
+        reply = chat(a, key=None, text=f"after {index}")
+        assert reply.status_code == 200
+    newest = reply.headers["x-request-id"]
+
+    def view_with_the_newest() -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = a.admin_get("/admin/traffic")["entries"]
+        return entries if entries and entries[0]["id"] == newest else []
+
+    assert len(wait_for(view_with_the_newest, what="the newest entry in the cluster view")) == 3
+
+
 def test_a_circuit_opened_on_one_instance_is_skipped_by_the_other(
     redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
 ) -> None:

@@ -186,6 +186,8 @@ class Gateway:
         self.state = state
         self._client_limits.update(server_limits(config.gateway))
         self.traffic.resize(config.gateway.traffic_log_capacity)
+        if self.cluster is not None and self.cluster.traffic is not None:
+            self.cluster.traffic.resize(config.gateway.traffic_log_capacity)
         if self._servers and (
             config.gateway.client_port not in (0, self.client_port)
             or config.gateway.admin_port not in (0, self.admin_port)

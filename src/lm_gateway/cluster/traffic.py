@@ -58,6 +58,14 @@ class SharedTraffic:
         if self._timer is None and self._sending is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self._start_sending)
 
+    def resize(self, capacity: int) -> None:
+        """A reload's ``traffic_log_capacity``: the cluster's view, the queue kept while Redis is down
+        and the stream's trim follow it, as the instance's own log does."""
+        if capacity != self.capacity:
+            self.capacity = capacity
+            self.view.resize(capacity)
+            self._queue = deque(self._queue, maxlen=capacity)
+
     def _start_sending(self) -> None:
         self._timer = None
         if self._sending is None and self.link.up:
