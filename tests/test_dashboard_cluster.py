@@ -67,7 +67,7 @@ def test_cluster_pill_instance_tags_scope_switch_and_redis_down(
     expect(page.locator("#tiles")).to_contain_text("2 since start")
 
     redis_server.kill()
-    expect(pill).to_contain_text("redis down", timeout=REDIS_DOWN_MS)
+    expect(pill).to_have_text("cluster · instances unknown · redis down", timeout=REDIS_DOWN_MS)
     expect(pill).to_have_class(re.compile(r"\bpill-warn\b"))
     expect(page.locator("#conn")).to_have_text("live")  # the page itself is fine
     expect(rows).to_have_count(2)

@@ -755,16 +755,17 @@
     const cluster = stats.cluster;
     $("cluster").hidden = !cluster;
     if (!cluster) return;
+    // Without Redis no instance can see the others: their number is unknown, not 1.
     const down = cluster.redis !== "up";
     const count = cluster.instances.length;
-    const instances = `${count} instance${count === 1 ? "" : "s"}`;
+    const instances = down ? "instances unknown" : `${count} instance${count === 1 ? "" : "s"}`;
     const pill = $("cluster-status");
     pill.className = `pill ${down ? "pill-warn" : "pill-info"}`;
     pill.textContent = `cluster · ${instances} · redis ${down ? "down" : "up"}`;
     const queued = cluster.traffic && cluster.traffic.queued;
     pill.title = [
       `this instance: ${cluster.instance}`,
-      `instances: ${cluster.instances.join(", ")}`,
+      down ? "other instances: unknown while redis is down" : `instances: ${cluster.instances.join(", ")}`,
       down && cluster.down_since ? `redis down since ${fmtTime(cluster.down_since)}` : null,
       queued ? `${fmtInt(queued)} entries waiting for redis` : null,
     ]
