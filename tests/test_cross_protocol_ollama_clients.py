@@ -311,16 +311,16 @@ def test_unknown_model_and_bad_requests_are_ollama_errors(gw: RunningGateway) ->
 @pytest.mark.parametrize(
     ("tool_calls", "message"),
     [
-        ("d", "`tool_calls` must be an array of tool calls"),
-        (["d"], "each tool call must be an object with a `function` object"),
-        ([{"function": "f"}], "each tool call must be an object with a `function` object"),
+        ("d", "messages[1].tool_calls must be an array of tool calls"),
+        (["d"], "messages[1].tool_calls[0] must be an object with a 'function' object"),
+        ([{"function": "f"}], "messages[1].tool_calls[0].function must be an object"),
     ],
 )
 def test_malformed_tool_calls_are_a_clear_ollama_error(
     gw: RunningGateway, tool_calls: Any, message: str
 ) -> None:
     """Found by the schemathesis run: a string where the tool calls go was refused with Python's own
-    words (``'str' object has no attribute 'get'``)."""
+    words (``'str' object has no attribute 'get'``). The error names the field to fix."""
     turn = {"role": "assistant", "content": "x", "tool_calls": tool_calls}
     resp = httpx.post(gw.url + "/api/chat", json={"model": "oa", "messages": [*USER, turn], "stream": False})
     assert resp.status_code == 400, resp.text

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
+from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, request_problem, routing_headers
 from lm_gateway.api.common import BadRequest, reshaped_error, stream_headers
 from lm_gateway.api.translate import reencode
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
@@ -141,12 +141,13 @@ class AnthropicEndpoints:
         try:
             body = self.api.parse_body(request)
             _check_messages_request(body)
-            estimate = wire.count_tokens_estimate(body)
         except BadRequest as bad:
             return _from_openai_error(bad.response)
+        try:
+            estimate = wire.count_tokens_estimate(body)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             # The estimate reads fields of any shape; one it cannot read is the client's mistake.
-            return anthropic_error(400, f"invalid request: {type(exc).__name__}: {str(exc)[:200]}")
+            return anthropic_error(400, f"invalid request: {_what_is_wrong(body, exc)}")
         return json_response(200, {"input_tokens": estimate}, [("x-request-id", rid)])
 
 
@@ -164,7 +165,12 @@ def _internal_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]
     except ProtocolError as exc:
         return _text_view(body), str(exc)
     except (TypeError, AttributeError, KeyError) as exc:
-        raise BadRequest(anthropic_error(400, f"invalid request: {exc}")) from exc
+        raise BadRequest(anthropic_error(400, f"invalid request: {_what_is_wrong(body, exc)}")) from exc
+
+
+def _what_is_wrong(body: dict[str, Any], exc: Exception) -> str:
+    """The field of a request the translation could not read, or (none found) the failure itself."""
+    return request_problem(MESSAGES, body) or f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _check_messages_request(body: dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ from lm_gateway.api.common import BodyLimits, error_message, parse_json_object, 
 from lm_gateway.api.limits import Limits, LimitStores, Refusal
 from lm_gateway.backends import Backend, BackendError, ChatStream, Completion
 from lm_gateway.http.server import Request, Response, StreamResponse, error_response
-from lm_gateway.protocols import ProtocolError
+from lm_gateway.protocols import ProtocolError, anthropic, ollama, openai
+from lm_gateway.protocols.shapes import Shape, first_problem
 from lm_gateway.router import Caller, RouteDecision, RoutingError, Served, default_call, serve
 from lm_gateway.router.explain import route_header
 from lm_gateway.traffic import TrafficEntry
@@ -229,7 +230,7 @@ class ClientAPI:
         except BaseException as exc:
             if release is not None:
                 release()
-            failure = self._failure(entry, started, exc)
+            failure = self._failure(entry, started, exc, call.body if isinstance(call, NativeCall) else body)
             if failure is None:
                 raise
             raise failure from exc
@@ -250,17 +251,19 @@ class ClientAPI:
             self.gateway.traffic.record(entry)
         return served
 
-    def _failure(self, entry: TrafficEntry, started: float, exc: BaseException) -> ChatFailed | None:
+    def _failure(
+        self, entry: TrafficEntry, started: float, exc: BaseException, sent: dict[str, Any]
+    ) -> ChatFailed | None:
         """The recorded :class:`ChatFailed` a failed :func:`serve` becomes, or None when ``exc``
         goes on as it is (recorded as a 499 when the client went away: the upstream call died with
-        its task)."""
+        its task). ``sent``: the request as the client sent it, to say what was wrong with it."""
         if isinstance(exc, RoutingError):
             return self.fail(entry, started, ChatFailed(exc.status, exc.message, exc.code, exc.type))
         if isinstance(exc, BackendError):
             failure = ChatFailed(exc.status, exc.message, exc.code, exc.type, exc.retry_after)
             return self.fail(entry, started, failure)
         if isinstance(exc, UNREADABLE_REQUEST):
-            return self.fail(entry, started, _untranslatable(entry, exc))
+            return self.fail(entry, started, _untranslatable(entry, exc, sent))
         if isinstance(exc, asyncio.CancelledError):
             self.fail(entry, started, ChatFailed(499, CLIENT_GONE, "client_disconnected", "client_error"))
         return None
@@ -394,15 +397,42 @@ class _KeyRefused(Response):
         self.who = who
 
 
-def _untranslatable(entry: TrafficEntry, exc: Exception) -> ChatFailed:
+def _untranslatable(entry: TrafficEntry, exc: Exception, sent: dict[str, Any]) -> ChatFailed:
     """A request the translation towards the chosen backend could not read (a content part of the
-    wrong type, a malformed tool call): the client's mistake, so a 400 rather than a 500. Anything
-    but a :class:`ProtocolError` may also be a gateway bug, so it is logged with its traceback."""
-    if not isinstance(exc, ProtocolError):
-        log.warning("request %s could not be translated for tier %s", entry.id, entry.tier, exc_info=exc)
+    wrong type, a malformed tool call): the client's mistake, so a 400 rather than a 500, naming the
+    field to fix. Anything else a translator raises on a request of the right shape may be a gateway
+    bug, so it is logged with its traceback."""
     where = f" for tier '{entry.tier}'" if entry.tier else ""
-    message = f"the request cannot be translated{where}: {type(exc).__name__}: {str(exc)[:300]}"
-    return ChatFailed(400, message, "untranslatable_request", "invalid_request_error")
+    if problem := request_problem(entry.endpoint, sent):
+        reason = problem
+    elif isinstance(exc, ProtocolError):
+        reason = f"ProtocolError: {str(exc)[:300]}"
+    else:
+        log.warning("request %s could not be translated for tier %s", entry.id, entry.tier, exc_info=exc)
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return ChatFailed(
+        400,
+        f"the request cannot be translated{where}: {reason}",
+        "untranslatable_request",
+        "invalid_request_error",
+    )
+
+
+REQUEST_SHAPES: dict[str, Shape] = {
+    "/v1/chat/completions": openai.CHAT_REQUEST,
+    "/v1/messages": anthropic.MESSAGES_REQUEST,
+    "/v1/messages/count_tokens": anthropic.MESSAGES_REQUEST,
+    "/api/chat": ollama.CHAT_REQUEST,
+    "/api/generate": ollama.GENERATE_REQUEST,
+}
+"""Each client endpoint's request shape (:mod:`lm_gateway.protocols.shapes`)."""
+
+
+def request_problem(path: str, body: dict[str, Any]) -> str | None:
+    """The field of a request to ``path`` that is not of its protocol's shape, in words (for a
+    request a translator could not read), or None."""
+    shape = REQUEST_SHAPES.get(path)
+    return first_problem(body, shape) if shape is not None else None
 
 
 def _limit_failure(refusal: Refusal) -> ChatFailed:

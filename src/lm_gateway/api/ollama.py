@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, routing_headers
+from lm_gateway.api.client import ChatFailed, Endpoint, NativeCall, request_problem, routing_headers
 from lm_gateway.api.common import BadRequest, reshaped_error, stream_headers
 from lm_gateway.api.translate import StreamTranslator, reencode
 from lm_gateway.backends import Backend, ChatStream, Completion
@@ -164,12 +164,14 @@ class OllamaEndpoints:
             return _from_openai_error(api.record_refusal(request, rid, who, started))
         try:
             body = api.parse_body(request)
-            internal = to_internal(body)
         except BadRequest as bad:
             return _from_openai_error(api.record_refusal(request, rid, bad.response, started, who))
+        try:
+            internal = to_internal(body)
         except (ProtocolError, TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+            wrong = request_problem(path, body) or exc  # the field to fix, when one has the wrong type
             return api.record_refusal(
-                request, rid, ollama_error(400, f"invalid request: {exc}"), started, who
+                request, rid, ollama_error(400, f"invalid request: {wrong}"), started, who
             )
         requested = body.get("model")
         if not isinstance(requested, str) or not requested:

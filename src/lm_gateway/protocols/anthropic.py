@@ -72,6 +72,19 @@ from .openai import (
 from .openai import (
     error_type_for_status as openai_error_type,
 )
+from .shapes import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    STRINGS,
+    Arr,
+    Obj,
+    Shape,
+    messages_of,
+    text_or,
+)
 from .sse import SSEDecoder, SSEEvent, encode_event, text_run
 
 __all__ = [
@@ -1237,3 +1250,49 @@ class _Chars:
                     self.add(dump_json(value))
                 elif key not in _SKIPPED_KEYS:
                     self.walk(value)
+
+
+# ====================================================================================================
+# The client's request shape: what an Anthropic client is told to fix when it could not be read.
+# ====================================================================================================
+
+_BLOCK_FIELDS: dict[str, Shape] = {
+    "type": STRING,
+    "text": STRING,
+    "thinking": STRING,
+    "id": STRING,
+    "name": STRING,
+    "input": OBJECT,
+    "tool_use_id": STRING,
+    "source": Obj({"type": STRING, "media_type": STRING, "data": STRING, "url": STRING}),
+    "title": STRING,
+}
+_INNER_BLOCK = Obj(_BLOCK_FIELDS, ("type",), "an object with a string 'type'")
+_BLOCK = Obj(
+    {**_BLOCK_FIELDS, "content": text_or(_INNER_BLOCK, "content blocks")},
+    ("type",),
+    "an object with a string 'type'",
+)
+_BLOCKS = text_or(_BLOCK, "content blocks")
+MESSAGES_REQUEST = Obj(
+    {
+        "model": STRING,
+        "max_tokens": INTEGER,
+        "messages": messages_of({"content": _BLOCKS}),
+        "system": _BLOCKS,
+        "tools": Arr(
+            Obj({"type": STRING, "name": STRING, "description": STRING, "input_schema": OBJECT}),
+            "an array of tools",
+        ),
+        "tool_choice": Obj({"type": STRING, "name": STRING, "disable_parallel_tool_use": BOOLEAN}),
+        "stop_sequences": STRINGS,
+        "temperature": NUMBER,
+        "top_p": NUMBER,
+        "top_k": INTEGER,
+        "metadata": Obj({"user_id": STRING}),
+        "thinking": Obj({"type": STRING, "budget_tokens": INTEGER}),
+        "output_config": Obj({"effort": STRING, "format": Obj({"type": STRING, "schema": OBJECT})}),
+        "stream": BOOLEAN,
+    }
+)
+"""A Messages request as :func:`request_to_openai` reads it (:mod:`.shapes`)."""

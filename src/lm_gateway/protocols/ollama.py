@@ -37,6 +37,7 @@ from typing import Any
 from . import ProtocolError
 from .ndjson import NDJSONDecoder, encode_line
 from .openai import (
+    TOOLS,
     ChunkMaker,
     StreamUsage,
     ToolCallBuffer,
@@ -63,6 +64,7 @@ from .openai import (
     tool_call,
     usage_of,
 )
+from .shapes import BOOLEAN, INTEGER, OBJECT, STRING, STRING_OR_STRINGS, Arr, Either, Obj, Shape, messages_of
 from .sse import SSEDecoder, SSEEvent
 
 __all__ = [
@@ -693,3 +695,36 @@ def show_payload(
 def version_payload() -> JSON:
     """``GET /api/version``."""
     return {"version": OLLAMA_API_VERSION}
+
+
+# ====================================================================================================
+# The client's request shapes: what an Ollama client is told to fix when it could not be read.
+# ====================================================================================================
+
+_IMAGES = Arr(STRING, "an array of base64 strings")
+_OPTIONS = Obj({"num_predict": INTEGER, "stop": STRING_OR_STRINGS})
+_FORMAT = Either((STRING, OBJECT), '"json" or a JSON schema object')
+_COMMON: dict[str, Shape] = {"model": STRING, "options": _OPTIONS, "format": _FORMAT, "stream": BOOLEAN}
+_MESSAGES = messages_of(
+    {
+        "content": STRING,
+        "images": _IMAGES,
+        "thinking": STRING,
+        "tool_name": STRING,
+        "tool_calls": Arr(
+            Obj(
+                {
+                    "id": STRING,
+                    "function": Obj({"name": STRING, "arguments": Either((OBJECT, STRING), "an object")}),
+                },
+                ("function",),
+                "an object with a 'function' object",
+            ),
+            "an array of tool calls",
+        ),
+    }
+)
+CHAT_REQUEST = Obj({**_COMMON, "messages": _MESSAGES, "tools": TOOLS})
+"""An ``/api/chat`` request as :func:`chat_request_to_openai` reads it (:mod:`.shapes`)."""
+GENERATE_REQUEST = Obj({**_COMMON, "prompt": STRING, "system": STRING, "suffix": STRING, "images": _IMAGES})
+"""An ``/api/generate`` request as :func:`generate_request_to_openai` reads it."""

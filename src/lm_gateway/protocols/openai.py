@@ -23,10 +23,26 @@ from typing import Any
 import orjson
 
 from . import ProtocolError, UpstreamStreamError
+from .shapes import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    STRING_OR_STRINGS,
+    Arr,
+    Either,
+    Obj,
+    messages_of,
+    text_or,
+)
 from .sse import SSEEvent, encode_event
 
 __all__ = [
+    "CHAT_REQUEST",
+    "CONTENT",
     "DONE",
+    "TOOLS",
     "ChunkFrames",
     "ChunkMaker",
     "DeltaParts",
@@ -644,3 +660,63 @@ def _message_deltas(message: Mapping[str, Any]) -> list[JSON]:
         if arguments := function.get("arguments"):
             deltas.append({"tool_calls": [tool_call_fragment(index, arguments)]})
     return deltas
+
+
+# --- the request's shape -----------------------------------------------------------------------------
+
+_TOOL_FUNCTION = Obj(
+    {"name": STRING, "description": STRING, "parameters": OBJECT},
+    required=("name",),
+    what="an object with a string 'name'",
+)
+_CALLED_FUNCTION = Obj({"name": STRING, "arguments": Either((STRING, OBJECT), "a JSON string")})
+_CONTENT_PART = Obj(
+    {
+        "type": STRING,
+        "text": STRING,
+        "image_url": Either((STRING, Obj({"url": STRING})), "a URL or an object with a string 'url'"),
+        "file": OBJECT,
+    },
+    required=("type",),
+    what="an object with a string 'type'",
+)
+CONTENT = text_or(_CONTENT_PART, "content parts")
+_MESSAGES = messages_of(
+    {
+        "content": CONTENT,
+        "tool_calls": Arr(
+            Obj(
+                {"id": STRING, "function": _CALLED_FUNCTION},
+                ("function",),
+                "an object with a 'function' object",
+            ),
+            "an array of tool calls",
+        ),
+        "tool_call_id": STRING,
+        "name": STRING,
+    }
+)
+TOOLS = Arr(Obj({"type": STRING, "function": _TOOL_FUNCTION}), "an array of tools")
+CHAT_REQUEST = Obj(
+    {
+        "model": STRING,
+        "messages": _MESSAGES,
+        "tools": TOOLS,
+        "tool_choice": Either(
+            (STRING, Obj({"type": STRING, "function": Obj({"name": STRING})})), "a string or an object"
+        ),
+        "stop": STRING_OR_STRINGS,
+        "response_format": Obj({"type": STRING, "json_schema": Obj({"name": STRING, "schema": OBJECT})}),
+        "max_tokens": INTEGER,
+        "max_completion_tokens": INTEGER,
+        "temperature": NUMBER,
+        "top_p": NUMBER,
+        "stream": BOOLEAN,
+        "stream_options": Obj({"include_usage": BOOLEAN}),
+        "user": STRING,
+        "reasoning_effort": STRING,
+        "parallel_tool_calls": BOOLEAN,
+    }
+)
+"""A chat-completions request as the translators read it (:mod:`.shapes`): what a client is told to
+fix when one of them could not read its request."""
