@@ -53,7 +53,7 @@ class Obj:
         return isinstance(value, dict)
 
     def problem(self, value: Any, path: str) -> str | None:
-        if not isinstance(value, dict) or any(value.get(name) is None for name in self.required):
+        if not self.fits(value) or any(value.get(name) is None for name in self.required):
             return f"{path} must be {self.what}"
         for name, shape in self.fields.items():
             inner = value.get(name)
@@ -71,7 +71,7 @@ class Arr:
         return isinstance(value, list)
 
     def problem(self, value: Any, path: str) -> str | None:
-        if not isinstance(value, list):
+        if not self.fits(value):
             return f"{path} must be {self.what}"
         for index, item in enumerate(value):
             if problem := self.items.problem(item, f"{path}[{index}]"):
