@@ -10,7 +10,9 @@ resume when Redis answers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ from lm_gateway.config import ConfigError, load_config
 
 from .conftest import StartGateway
 from .fakes.openai_backend import OpenAIBackend
-from .fakes.script import Reply, Status
+from .fakes.script import NeverEndingStream, Reply, Status
 from .gateway import DEMO, RunningGateway, config_text, openai_backend_config
 from .redis_server import PASSWORD, RedisServer
 
@@ -335,6 +337,112 @@ def test_token_bucket_is_atomic_under_concurrent_takes(redis_server: RedisServer
     waits = asyncio.run(run())
     assert sum(wait == 0.0 for wait in waits) == 10
     assert all(wait > 0 for wait in waits if wait) and len(waits) == 60
+
+
+def _open_stream(gw: RunningGateway) -> contextlib.AbstractContextManager[httpx.Response]:
+    body = {"model": "hint:fast", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"authorization": f"Bearer {KEY_A}"}
+    return httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=15)
+
+
+def _refused_for_streams(gw: RunningGateway) -> bool:
+    with _open_stream(gw) as resp:
+        resp.read()
+        return resp.status_code == 429 and resp.headers.get("x-ratelimit-scope") == "streams"
+
+
+def test_two_instances_share_one_stream_cap(
+    redis_server: RedisServer, start_gateway: StartGateway, fake: OpenAIBackend
+) -> None:
+    body = openai_backend_config(fake.url) + CLIENT.format(limits="max_concurrent_streams = 2")
+    a, b = two_instances(start_gateway, redis_server, body)
+    fake.script(NeverEndingStream(), NeverEndingStream())
+    with contextlib.ExitStack() as held:
+        on_a = held.enter_context(_open_stream(a))
+        on_b = held.enter_context(_open_stream(b))
+        assert on_a.status_code == on_b.status_code == 200
+        # One open on each: the cap of 2 is reached for the cluster, on either instance.
+        assert _refused_for_streams(a) and _refused_for_streams(b)
+        with _open_stream(b) as refused:
+            refused.read()
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+        on_a.close()  # a stream ends on A: its slot is free on B too
+        fake.wait_until(lambda: fake.disconnects >= 1)
+        wait_for(lambda: not _refused_for_streams(b), what="B to get A's freed slot")
+
+
+def _streams(redis: RedisServer, prefix: str) -> Any:
+    from lm_gateway.api.limits import StreamCounts
+    from lm_gateway.cluster.limits import SharedStreams
+
+    link = RedisLink(redis.url, prefix, 1.0)
+    return link, lambda: SharedStreams(link, StreamCounts())
+
+
+def test_a_stream_lease_lasts_while_renewed_and_expires_when_its_holder_is_gone(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lm_gateway.cluster import limits as cluster_limits
+
+    monkeypatch.setattr(cluster_limits, "LEASE_MS", 400)
+    monkeypatch.setattr(cluster_limits, "RENEW_S", 0.1)
+
+    async def run() -> None:
+        link, store = _streams(redis_server, f"lease{time.monotonic_ns()}")
+        await link.start()
+        try:
+            holder, other = store(), store()
+            release = await holder.acquire("team", 1)
+            assert release is not None and await other.acquire("team", 1) is None
+            for _ in range(8):  # 1.2 s: three lease lengths, renewed all along
+                await asyncio.sleep(0.15)
+                await holder.renew()
+            assert await other.acquire("team", 1) is None
+            release()
+            await asyncio.sleep(0.1)  # (the lease is removed in the background)
+            taken = await other.acquire("team", 1)
+            assert taken is not None
+            crashed = store()  # takes the slot, then never renews nor gives it back
+            taken()
+            await asyncio.sleep(0.1)
+            assert await crashed.acquire("team", 1) is not None
+            assert await other.acquire("team", 1) is None
+            await asyncio.sleep(0.6)
+            back = await other.acquire("team", 1)
+            assert back is not None
+            # Redis lost the lease (an outage longer than a lease): put back when Redis is up again.
+            await link.run(lambda redis: redis.delete(link.key("streams", "team")))
+            assert await crashed.acquire("team", 1) is not None  # (a slot Redis no longer showed)
+            await link.run(lambda redis: redis.delete(link.key("streams", "team")))
+            await other.restore()
+            assert await crashed.acquire("team", 1) is None
+        finally:
+            await link.close()
+
+    asyncio.run(run())
+
+
+def test_without_redis_stream_caps_are_counted_per_instance() -> None:
+    from lm_gateway.api.limits import StreamCounts
+    from lm_gateway.cluster.limits import SharedStreams
+
+    async def run() -> None:
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        link = RedisLink(f"redis://127.0.0.1:{port}/0", "down", 0.2)
+        await link.start()
+        try:
+            store = SharedStreams(link, StreamCounts())
+            first = await store.acquire("team", 2)
+            assert first is not None and await store.acquire("team", 2) is not None
+            assert await store.acquire("team", 2) is None
+            first()
+            assert await store.acquire("team", 2) is not None
+        finally:
+            await link.close()
+
+    asyncio.run(run())
 
 
 def test_without_redis_url_the_redis_client_is_never_imported(tmp_path: Path) -> None:

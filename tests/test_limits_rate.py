@@ -123,14 +123,14 @@ def test_ipv6_clients_are_limited_per_64(address: str, key: str) -> None:
 
 def test_stream_counts_release_once() -> None:
     counts = StreamCounts()
-    first = counts.acquire("c", 2)
-    second = counts.acquire("c", 2)
+    first = counts.acquire_now("c", 2)
+    second = counts.acquire_now("c", 2)
     assert first is not None and second is not None
-    assert counts.acquire("c", 2) is None
+    assert counts.acquire_now("c", 2) is None
     first()
     first()  # idempotent
     assert counts.open("c") == 1
-    assert counts.acquire("c", 2) is not None
+    assert counts.acquire_now("c", 2) is not None
 
 
 @pytest.mark.parametrize(

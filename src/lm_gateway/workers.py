@@ -48,9 +48,10 @@ single-process :class:`~lm_gateway.server.Gateway`, untouched and at no added co
   it keeps failing, logged, and the others serve). A worker whose supervisor goes away (the
   channel closes) drains and exits by itself.
 
-What stays per worker for now (sharing it needs Redis, which comes later): client rate-limit
-buckets, circuit breakers, concurrency gates (so a backend's ``max_concurrent`` applies per worker:
-N workers allow N times as many calls) and classifier caches. The admin views show their sum.
+What stays per worker without ``redis_url``: client rate-limit buckets, stream caps, spend totals,
+budgets and circuit breakers (with it, the workers share them as instances do: ``lm_gateway.cluster``);
+and in any case concurrency gates (so a backend's ``max_concurrent`` applies per worker: N workers
+allow N times as many calls) and classifier caches. The admin views show their sum.
 
 Workers are started as ``<this python> -c 'from lm_gateway.workers import worker_main; ...'`` with the
 supervisor's ``sys.path`` in ``PYTHONPATH``, so they run the same code however the supervisor was

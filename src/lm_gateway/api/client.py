@@ -284,7 +284,7 @@ class ClientAPI:
                 raise self.fail(entry, started, _limit_failure(refusal))
         if not (limits.streams and entry.stream and who.keyed):
             return None
-        slot = limits.open_stream(who.name)
+        slot = await limits.open_stream(who.name)
         if isinstance(slot, Refusal):
             raise self.fail(entry, started, _limit_failure(slot))
         return slot

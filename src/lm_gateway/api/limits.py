@@ -195,9 +195,18 @@ class Refusal:
         return error_response(429, self.message, type_=RATE_LIMIT_TYPE, code=self.code, headers=self.headers)
 
 
+class StreamStore(Protocol):
+    """Where the streams open per client key are counted (this process, or every instance)."""
+
+    async def acquire(self, name: str, cap: int) -> Callable[[], None] | None:
+        """Take a slot when fewer than ``cap`` are open; returns the function that gives it back
+        (idempotent), or None when the client is at its limit."""
+        ...
+
+
 class StreamCounts:
-    """Streamed answers open per client key. Outlives reloads, like the buckets: streams that are
-    open when the config changes still count against the new limit."""
+    """Streamed answers open per client key, in this process. Outlives reloads, like the buckets:
+    streams that are open when the config changes still count against the new limit."""
 
     __slots__ = ("_open",)
 
@@ -207,13 +216,17 @@ class StreamCounts:
     def open(self, name: str) -> int:
         return self._open.get(name, 0)
 
-    def acquire(self, name: str, cap: int) -> Callable[[], None] | None:
-        """Take a slot when fewer than ``cap`` are open; returns the function that gives it back
-        (idempotent), or None when the client is at its limit."""
-        count = self._open.get(name, 0)
-        if count >= cap:
-            return None
-        self._open[name] = count + 1
+    async def acquire(self, name: str, cap: int) -> Callable[[], None] | None:
+        return self.acquire_now(name, cap)
+
+    def acquire_now(self, name: str, cap: int) -> Callable[[], None] | None:
+        """:meth:`acquire`, without waiting for anything."""
+        return None if self._open.get(name, 0) >= cap else self.take(name)
+
+    def take(self, name: str) -> Callable[[], None]:
+        """Count a slot whatever the cap (a shared store has already checked it); returns the
+        function that gives it back (idempotent)."""
+        self._open[name] = self._open.get(name, 0) + 1
         released = False
 
         def release() -> None:
@@ -240,7 +253,7 @@ class LimitStores:
         self.client: BucketStore = MemoryBuckets(max_keys)
         self.profile: BucketStore = MemoryBuckets(max_keys)
         self.spend: SpendStore = MemorySpend()
-        self.streams = StreamCounts()
+        self.streams: StreamStore = StreamCounts()
 
 
 class TrustedProxies:
@@ -380,13 +393,13 @@ class Limits:
         if cost and entry.client in self.spend:
             self.stores.spend.add(entry.client, utc_day(entry.started), cost)
 
-    def open_stream(self, name: str) -> Callable[[], None] | Refusal | None:
+    async def open_stream(self, name: str) -> Callable[[], None] | Refusal | None:
         """A stream slot for client ``name``: its release function, a :class:`Refusal` when the
         client already has its maximum open, or None when it has no stream limit."""
         cap = self.streams.get(name)
         if cap is None:
             return None
-        release = self.stores.streams.acquire(name, cap)
+        release = await self.stores.streams.acquire(name, cap)
         if release is not None:
             return release
         message = f"this client key already has {cap} streamed answers open (its limit); retry when one ends"

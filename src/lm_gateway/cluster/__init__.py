@@ -10,13 +10,15 @@ loaded. With it, what is shared:
   (``max_escalations_per_minute``): one total and one bucket per client (:mod:`.limits`);
 * **circuit breakers**: a backend whose circuit opens on one instance is skipped by all of them for
   the cool-down (:mod:`.circuits`);
+* **concurrent-stream caps** (``[[clients]] max_concurrent_streams``): a lease per open stream in its
+  client's set, renewed while the stream is open, so a crashed instance's streams stop counting when
+  their leases expire (:mod:`.limits`);
 * **recent traffic**: every instance publishes its entries to one capped stream, and every instance's
   dashboard and ``/admin/traffic`` show the cluster's traffic, each entry naming its instance
   (``?scope=instance`` shows this instance's own) (:mod:`.traffic`).
 
-What stays per instance: concurrent-stream caps (``max_concurrent_streams``: a slot must be given back
-by the instance that holds it, so a crashed instance would leak slots), concurrency gates
-(``max_concurrent``), classifier caches, ``/metrics`` and ``/status``.
+What stays per instance: concurrency gates (``max_concurrent``: they queue requests for a backend in
+priority order, which needs the queue in one place), classifier caches, ``/metrics`` and ``/status``.
 
 **When Redis is unreachable** the gateway keeps serving: traffic is never refused because of Redis.
 Each kind of state falls back to this instance's own (rate limits are enforced per instance, so the
@@ -40,7 +42,7 @@ from typing import Any
 
 from lm_gateway.api.limits import LimitStores
 from lm_gateway.cluster.circuits import SYNC_S, SharedCircuits
-from lm_gateway.cluster.limits import SharedBudgets, TokenBuckets, shared_limit_stores
+from lm_gateway.cluster.limits import SharedBudgets, SharedStreams, TokenBuckets, shared_limit_stores
 from lm_gateway.cluster.link import RedisLink, Unavailable
 from lm_gateway.cluster.traffic import SharedTraffic
 from lm_gateway.config.schema import Config
@@ -78,6 +80,7 @@ class Cluster:
         self.traffic: SharedTraffic | None = None
         self._buckets: TokenBuckets | None = None
         self._budgets: SharedBudgets | None = None
+        self._streams: SharedStreams | None = None
         self._circuits: SharedCircuits | None = None
         self._sync: asyncio.Task[None] | None = None
         self._instances: dict[str, float] = {}
@@ -96,7 +99,7 @@ class Cluster:
     # -- what the client side shares ---------------------------------------------------------------
 
     def share_limits(self, stores: LimitStores) -> None:
-        self._buckets = shared_limit_stores(self.link, stores)
+        self._buckets, self._streams = shared_limit_stores(self.link, stores)
         self._budgets = SharedBudgets(self._buckets)
 
     def share_budgets(self, budgets: Budgets) -> None:
@@ -125,6 +128,8 @@ class Cluster:
                 await self._heartbeat()
                 if self._circuits is not None:
                     await self._circuits.sync()
+                if self._streams is not None:
+                    await self._streams.renew()
             except Unavailable:
                 continue
 

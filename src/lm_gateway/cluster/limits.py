@@ -19,9 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import time
+from collections.abc import Callable
+from random import getrandbits
 from typing import Any
 
-from lm_gateway.api.limits import BucketStore, LimitStores
+from lm_gateway.api.limits import BucketStore, LimitStores, StreamCounts
 from lm_gateway.cluster.link import RedisLink, Unavailable
 
 # KEYS[1]: the bucket. ARGV: rate (tokens/s), burst (size), cost (tokens to take; 0 = read only).
@@ -163,12 +167,125 @@ class SharedSpend:
         return await pipe.execute()
 
 
-def shared_limit_stores(link: RedisLink, stores: LimitStores) -> TokenBuckets:
-    """Put Redis behind ``stores``' buckets and spend, the in-process stores kept as the fallback.
-    Returns the buckets (the escalation budgets use them too)."""
+# KEYS[1]: a client's open streams, a sorted set of leases scored by their expiry (ms, Redis's clock).
+# ARGV: the cap, the new lease, the lease's length (ms). 1 when the lease was taken, 0 at the cap.
+STREAM_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
+return 1
+"""
+# KEYS[1]: as above. ARGV: the lease length (ms), "XX" (renew only leases still there) or "" (put
+# back those that expired, after an outage), then the leases this instance holds in the set.
+STREAM_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local length = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  if ARGV[2] == 'XX' then
+    redis.call('ZADD', KEYS[1], 'XX', now + length, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], now + length, ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 2 * length)
+return 1
+"""
+LEASE_MS = 30_000
+"""How long an open stream's lease lasts without renewal: a crashed instance's streams stop counting
+against their clients' caps this long after its last renewal at the latest."""
+RENEW_S = 10.0
+
+
+class SharedStreams:
+    """Concurrent-stream caps (a :class:`~lm_gateway.api.limits.StreamStore`) over Redis: each open
+    stream holds a lease in its client's sorted set, renewed every :data:`RENEW_S` while it is open
+    and removed when it ends. A slot is only ever given back by the instance holding it, so a crashed
+    instance cannot give its slots back: its leases expire instead (:data:`LEASE_MS`).
+
+    This instance's own counts (``local``) are kept either way: while Redis is down they are the
+    limit (each instance then enforces the whole cap by itself, as with the rate limits), with this
+    instance's open streams already counted. When Redis is back, the leases held here are put back."""
+
+    def __init__(self, link: RedisLink, local: StreamCounts) -> None:
+        self.link = link
+        self.local = local
+        self._lease = link.redis.register_script(STREAM_LEASE)
+        self._renew = link.redis.register_script(STREAM_RENEW)
+        self._prefix = link.key("streams", "")
+        self._owner = f"{getrandbits(64):016x}"  # this process (workers share an instance name)
+        self._ids = itertools.count()
+        self._held: dict[str, set[str]] = {}  # client -> the leases this instance holds
+        self._renewed = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+        link.on_up.append(self.restore)
+
+    async def acquire(self, name: str, cap: int) -> Callable[[], None] | None:
+        lease = f"{self._owner}:{next(self._ids)}"
+        key = self._prefix + name
+        try:
+            taken = await self.link.run(lambda redis: self._lease(keys=[key], args=[cap, lease, LEASE_MS]))
+        except Unavailable:
+            return self.local.acquire_now(name, cap)
+        if not taken:
+            return None
+        self._held.setdefault(name, set()).add(lease)
+        release_local = self.local.take(name)
+
+        def release() -> None:
+            held = self._held.get(name)
+            if held is None or lease not in held:
+                return
+            held.discard(lease)
+            if not held:
+                del self._held[name]
+            release_local()
+            task = asyncio.get_running_loop().create_task(self._remove(key, lease))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return release
+
+    async def _remove(self, key: str, lease: str) -> None:
+        with contextlib.suppress(Unavailable):  # (the lease expires by itself)
+            await self.link.run(lambda redis: redis.zrem(key, lease))
+
+    async def renew(self) -> None:
+        """Every :data:`RENEW_S`: a new expiry for each lease held here that is still in Redis."""
+        if time.monotonic() - self._renewed >= RENEW_S:
+            await self._send_leases("XX")
+
+    async def restore(self) -> None:
+        """When Redis is back: the leases held here, put back (they may have expired meanwhile)."""
+        await self._send_leases("")
+
+    async def _send_leases(self, mode: str) -> None:
+        self._renewed = time.monotonic()
+        held = {self._prefix + name: sorted(leases) for name, leases in self._held.items()}
+        if not held:
+            return
+
+        async def command(redis: Any) -> Any:
+            pipe = redis.pipeline(transaction=False)
+            for key, leases in held.items():
+                await self._renew(keys=[key], args=[LEASE_MS, mode, *leases], client=pipe)
+            return await pipe.execute()
+
+        await self.link.run(command)
+
+
+def shared_limit_stores(link: RedisLink, stores: LimitStores) -> tuple[TokenBuckets, SharedStreams]:
+    """Put Redis behind ``stores``' buckets, spend and stream counts, the in-process stores kept as
+    the fallback. Returns the buckets (the escalation budgets use them too) and the stream leases
+    (renewed by the cluster's background sync)."""
     buckets = TokenBuckets(link)
     stores.ip = SharedBuckets(buckets, "ip", stores.ip)
     stores.client = SharedBuckets(buckets, "client", stores.client)
     stores.profile = SharedBuckets(buckets, "profile", stores.profile)
     stores.spend = SharedSpend(link)
-    return buckets
+    assert isinstance(stores.streams, StreamCounts)
+    streams = stores.streams = SharedStreams(link, stores.streams)
+    return buckets, streams
