@@ -379,6 +379,17 @@ def _streams(redis: RedisServer, prefix: str) -> Any:
     return link, lambda: SharedStreams(link, StreamCounts())
 
 
+async def _acquire_soon(store: Any) -> Any:
+    """A slot of "team" (cap 1) for ``store``, once a release elsewhere has reached Redis: sooner
+    than the test's lease would expire (0.4 s), so that only the release can free it."""
+    for _ in range(15):
+        release = await store.acquire("team", 1)
+        if release is not None:
+            return release
+        await asyncio.sleep(0.02)
+    raise AssertionError("the released slot never became free")
+
+
 def test_a_stream_lease_lasts_while_renewed_and_expires_when_its_holder_is_gone(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,13 +410,10 @@ def test_a_stream_lease_lasts_while_renewed_and_expires_when_its_holder_is_gone(
                 await holder.renew()
             assert await other.acquire("team", 1) is None
             release()
-            await asyncio.sleep(0.1)  # (the lease is removed in the background)
-            taken = await other.acquire("team", 1)
-            assert taken is not None
+            taken = await _acquire_soon(other)  # (the lease is removed in the background)
             crashed = store()  # takes the slot, then never renews nor gives it back
             taken()
-            await asyncio.sleep(0.1)
-            assert await crashed.acquire("team", 1) is not None
+            await _acquire_soon(crashed)
             assert await other.acquire("team", 1) is None
             await asyncio.sleep(0.6)
             back = await other.acquire("team", 1)
