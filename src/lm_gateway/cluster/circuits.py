@@ -14,13 +14,11 @@ with their cool-down.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
-from lm_gateway.cluster.link import RedisLink, Unavailable
+from lm_gateway.cluster.link import RedisLink
 from lm_gateway.router.health import Circuit
 
 SYNC_S = 0.5
@@ -37,7 +35,6 @@ class SharedCircuits:
         self.instance = instance
         self._circuits = circuits
         self._delete = link.redis.register_script(DELETE_IF_OWNER)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, backend: str) -> str:
         return self.link.key("circuit", backend)
@@ -52,9 +49,8 @@ class SharedCircuits:
 
     def _announcer(self, backend: str) -> Callable[[bool, float], None]:
         def announce(opened: bool, cooldown_s: float) -> None:
-            task = asyncio.get_running_loop().create_task(self._announce(backend, opened, cooldown_s))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # Redis down: the others will not see it; this instance's own circuit still works.
+            self.link.later(self._announce(backend, opened, cooldown_s))
 
         return announce
 
@@ -66,9 +62,7 @@ class SharedCircuits:
                 return await redis.set(key, self.instance, px=max(1, int(cooldown_s * 1000)))
             return await self._delete(keys=[key], args=[self.instance])
 
-        # Unavailable: the others will not see it; this instance's own circuit still works.
-        with contextlib.suppress(Unavailable):
-            await self.link.run(command)
+        await self.link.run(command)
 
     async def sync(self) -> None:
         """Copy the other instances' open circuits into the local ones."""

@@ -17,7 +17,6 @@ the local one; a spend check uses the last total read from Redis plus everything
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import time
@@ -93,7 +92,6 @@ class SharedBudgets:
     def __init__(self, buckets: TokenBuckets) -> None:
         self._buckets = buckets
         self._prefix = buckets.link.key("esc", "")
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def level(self, client: str, per_minute: int) -> float | None:
         try:
@@ -102,14 +100,9 @@ class SharedBudgets:
             return None
 
     def spend(self, client: str, per_minute: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._spend(client, per_minute))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _spend(self, client: str, per_minute: int) -> None:
-        # Unavailable: the local budget already took the step; the shared one refills meanwhile anyway.
-        with contextlib.suppress(Unavailable):
-            await self._buckets.take(self._prefix + client, per_minute / 60, per_minute)
+        # Redis down: the local budget already took the step; the shared one refills meanwhile anyway.
+        take = self._buckets.take(self._prefix + client, per_minute / 60, per_minute)
+        self._buckets.link.later(take)
 
 
 class SharedSpend:
@@ -220,7 +213,6 @@ class SharedStreams:
         self._ids = itertools.count()
         self._held: dict[str, set[str]] = {}  # client -> the leases this instance holds
         self._renewed = time.monotonic()
-        self._tasks: set[asyncio.Task[None]] = set()
         link.on_up.append(self.restore)
 
     async def acquire(self, name: str, cap: int) -> Callable[[], None] | None:
@@ -243,15 +235,9 @@ class SharedStreams:
             if not held:
                 del self._held[name]
             release_local()
-            task = asyncio.get_running_loop().create_task(self._remove(key, lease))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.link.later(self.link.run(lambda redis: redis.zrem(key, lease)))  # (or it expires)
 
         return release
-
-    async def _remove(self, key: str, lease: str) -> None:
-        with contextlib.suppress(Unavailable):  # (the lease expires by itself)
-            await self.link.run(lambda redis: redis.zrem(key, lease))
 
     async def renew(self) -> None:
         """Every :data:`RENEW_S`: a new expiry for each lease held here that is still in Redis."""

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -76,6 +76,7 @@ class RedisLink:
         self._task: asyncio.Task[None] | None = None
         self._logged_errors: set[str] = set()
         self.closing = False  # closing connections on purpose: not an outage
+        self._later: set[asyncio.Task[None]] = set()
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -118,6 +119,14 @@ class RedisLink:
                 self._logged_errors.add(kind)
                 log.error("redis refused a command (%s); this instance uses its own state for it", kind)
             raise Unavailable from exc
+
+    def later(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work``, a write to Redis nobody waits for, in the background (kept referenced until
+        it ends). If Redis does not answer, the write is dropped: each caller's state recovers
+        otherwise (a lease expires, a bucket refills, a circuit stays this instance's own)."""
+        task = asyncio.get_running_loop().create_task(_unless_down(work))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     def lost(self, exc: BaseException) -> None:
         if not self.up or self.closing:
@@ -167,3 +176,8 @@ class RedisLink:
             "outages": self.failures,
             "prefix": self.prefix,
         }
+
+
+async def _unless_down(work: Coroutine[Any, Any, Any]) -> None:
+    with contextlib.suppress(Unavailable):
+        await work
